@@ -1,0 +1,32 @@
+// swift-tools-version: 6.0
+// Module map and the only allowed dependency directions: ../shared/docs/architecture.md §2.
+import PackageDescription
+
+let package = Package(
+    name: "hostvmm",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "guest-agent", targets: ["GuestAgent"]),
+        .executable(name: "hostvmm", targets: ["HostVMMCLI"]),
+        .library(name: "HostVMM", targets: ["HostVMM"]),
+        .library(name: "AgentProtocol", targets: ["AgentProtocol"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // Wire formats only: JSON, QGA framing and sync. No I/O, no Foundation.
+        .target(name: "AgentProtocol"),
+        // The guest binary. Standard library + Glibc only, so the static build stays small.
+        .executableTarget(name: "GuestAgent", dependencies: ["AgentProtocol", "CLinuxSupport"]),
+        // Linux syscalls Swift cannot call directly (variadic or fork-time work).
+        .target(name: "CLinuxSupport"),
+        .target(name: "HostVMM", dependencies: ["AgentProtocol", "CLinuxSupport"]),
+        .executableTarget(
+            name: "HostVMMCLI",
+            dependencies: ["HostVMM", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        .testTarget(name: "AgentProtocolTests", dependencies: ["AgentProtocol"]),
+        .testTarget(name: "HostVMMTests", dependencies: ["HostVMM", "AgentProtocol"]),
+    ]
+)

@@ -1,0 +1,18 @@
+import AgentProtocol
+
+/// guest-info: the agent's version and every command it knows, from the table.
+enum InfoCommands {
+    static let specs: [CommandSpec] = [
+        CommandSpec(name: "guest-info") { args, context throws(QGAError) in
+            try args.finish()
+            let commands: [JSONValue] = context.table.specs.map { spec in
+                .object([
+                    "enabled": .bool(true),
+                    "name": .string(spec.name),
+                    "success-response": .bool(spec.successResponse),
+                ])
+            }
+            return .reply(.object(["version": .string(AgentVersion.string), "supported_commands": .array(commands)]))
+        }
+    ]
+}

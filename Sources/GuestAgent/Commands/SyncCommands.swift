@@ -1,0 +1,22 @@
+import AgentProtocol
+
+/// guest-sync, guest-sync-delimited and guest-ping (protocols.md §1.3).
+enum SyncCommands {
+    static let specs: [CommandSpec] = [
+        CommandSpec(name: "guest-sync-delimited") { args, context throws(QGAError) in
+            let id = try args.int("id")
+            try args.finish()
+            context.delimitNextReply = true
+            return .reply(.int(id))
+        },
+        CommandSpec(name: "guest-sync") { args, _ throws(QGAError) in
+            let id = try args.int("id")
+            try args.finish()
+            return .reply(.int(id))
+        },
+        CommandSpec(name: "guest-ping") { args, _ throws(QGAError) in
+            try args.finish()
+            return .reply(.object([:]))
+        },
+    ]
+}

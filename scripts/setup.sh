@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs every Debian package hostvmm and its tests need, on a bare machine of
+# this kind (Debian bookworm + Swift at /opt/swift). Idempotent: a package that is
+# already there is not installed again. Run as root.
+set -euo pipefail
+
+# Debian packages: QEMU 10 from bookworm-backports (the 6.12 guest kernel comes
+# from there too, downloaded by `hostvmm image build`), and the tools the image
+# builder calls.
+BACKPORTS_PACKAGES=(qemu-system-x86 qemu-guest-agent)
+PACKAGES=(kmod busybox-static cpio xz-utils zstd python3 ca-certificates)
+
+log() { printf 'setup: %s\n' "$*"; }
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: must run as root (it installs Debian packages)" >&2
+    exit 1
+fi
+
+list=/etc/apt/sources.list.d/bookworm-backports.list
+if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    log "adding bookworm-backports to $list"
+    echo 'deb http://deb.debian.org/debian bookworm-backports main' > "$list"
+    NEED_UPDATE=1
+fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+missing_bp=()
+for p in "${BACKPORTS_PACKAGES[@]}"; do
+    v=$(dpkg-query -W -f='${Version}' "$p" 2>/dev/null || true)
+    case "$v" in *bpo*) ;; *) missing_bp+=("$p") ;; esac
+done
+
+if [ ${#missing[@]} -gt 0 ] || [ ${#missing_bp[@]} -gt 0 ] || [ -n "${NEED_UPDATE:-}" ] \
+   || [ -z "$(find /var/lib/apt/lists -name '*bookworm-backports*Packages*' 2>/dev/null | head -1)" ]; then
+    log "apt-get update"
+    apt-get update -qq
+fi
+export DEBIAN_FRONTEND=noninteractive
+if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]}"
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if [ ${#missing_bp[@]} -gt 0 ]; then
+    log "installing from bookworm-backports: ${missing_bp[*]}"
+    apt-get install -y -qq --no-install-recommends -t bookworm-backports "${missing_bp[@]}" >/dev/null
+fi
+# qemu-guest-agent's package starts a service; we only use its binary.
+systemctl disable --now qemu-guest-agent >/dev/null 2>&1 || true
+
+log "qemu: $(qemu-system-x86_64 --version | head -1)"
