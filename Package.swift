@@ -18,10 +18,12 @@ let package = Package(
         // Wire formats only: JSON, QGA framing and sync. No I/O, no Foundation.
         .target(name: "AgentProtocol"),
         // The guest binary. Standard library + Glibc only, so the static build stays small.
-        .executableTarget(name: "GuestAgent", dependencies: ["AgentProtocol", "CLinuxSupport"]),
+        .executableTarget(name: "GuestAgent", dependencies: ["AgentProtocol", "LinuxSystem"]),
         // Linux syscalls Swift cannot call directly (variadic or fork-time work).
         .target(name: "CLinuxSupport"),
-        .target(name: "HostVMM", dependencies: ["AgentProtocol", "CLinuxSupport"]),
+        // Thin, typed wrappers over the syscalls both binaries use (sockets, spawn, errors).
+        .target(name: "LinuxSystem", dependencies: ["CLinuxSupport"]),
+        .target(name: "HostVMM", dependencies: ["AgentProtocol", "LinuxSystem", "CLinuxSupport"]),
         .executableTarget(
             name: "HostVMMCLI",
             dependencies: ["HostVMM", .product(name: "ArgumentParser", package: "swift-argument-parser")]

@@ -22,13 +22,14 @@ int clinux_pidfd_open(pid_t pid) {
 // Only async-signal-safe calls between fork and exec.
 static void child_setup_and_exec(const char *path, char *const argv[], char *const envp[],
                                  int in_fd, int out_fd, int err_fd,
-                                 int new_process_group, int die_with_parent, pid_t parent) {
+                                 int detach_mode, int die_with_parent, pid_t parent) {
     if (die_with_parent) {
         if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) _exit(127);
         // The parent may have died before prctl took effect.
         if (getppid() != parent) _exit(127);
     }
-    if (new_process_group) setpgid(0, 0);
+    if (detach_mode == CLINUX_NEW_PROCESS_GROUP) setpgid(0, 0);
+    if (detach_mode == CLINUX_NEW_SESSION) setsid();
 
     sigset_t none;
     sigemptyset(&none);
@@ -57,12 +58,12 @@ static void child_setup_and_exec(const char *path, char *const argv[], char *con
 
 pid_t clinux_spawn(const char *path, char *const argv[], char *const envp[],
                    int stdin_fd, int stdout_fd, int stderr_fd,
-                   int new_process_group, int die_with_parent) {
+                   int detach_mode, int die_with_parent) {
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid == 0) {
         child_setup_and_exec(path, argv, envp, stdin_fd, stdout_fd, stderr_fd,
-                             new_process_group, die_with_parent, parent);
+                             detach_mode, die_with_parent, parent);
     }
     return pid;
 }

@@ -1,4 +1,5 @@
 import AgentProtocol
+import LinuxSystem
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -18,7 +19,7 @@ struct StreamSession {
         var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
         while true {
             pfd.revents = 0
-            let ready = Posix.retrying { poll(&pfd, 1, -1) }
+            let ready = Syscall.retrying { poll(&pfd, 1, -1) }
             if ready < 0 { return false }
             let hangup = (pfd.revents & Int16(POLLHUP)) != 0
             let readable = (pfd.revents & Int16(POLLIN)) != 0
@@ -26,15 +27,15 @@ struct StreamSession {
                 if !hostAbsenceIsTransient { return true }
                 // qemu-ga: host side closed; keep the port, look again in 100 ms.
                 framer.reset()
-                Posix.pause(milliseconds: 100)
+                Syscall.pause(milliseconds: 100)
                 continue
             }
             if (pfd.revents & Int16(POLLERR | POLLNVAL)) != 0 { return false }
-            let n = buffer.withUnsafeMutableBytes { raw in Posix.retrying { read(fd, raw.baseAddress, raw.count) } }
+            let n = buffer.withUnsafeMutableBytes { raw in Syscall.retrying { read(fd, raw.baseAddress, raw.count) } }
             if n == 0 {
                 if !hostAbsenceIsTransient { return true }
                 framer.reset()
-                Posix.pause(milliseconds: 100)
+                Syscall.pause(milliseconds: 100)
                 continue
             }
             if n < 0 {
@@ -43,8 +44,8 @@ struct StreamSession {
             }
             for output in framer.feed(buffer[0..<n]) {
                 guard let reply = dispatcher.handle(output) else { continue }
-                if !Posix.writeAll(fd: fd, reply) {
-                    Posix.log("reply dropped: host side not accepting data")
+                if !Syscall.writeAll(fd: fd, reply) {
+                    Log.info("reply dropped: host side not accepting data")
                     framer.reset()
                     break
                 }
@@ -57,19 +58,20 @@ enum Channel {
     /// virtio-serial: open the port once and keep it; the host comes and goes.
     static func runVirtioSerial(path: String, dispatcher: Dispatcher) -> Int32 {
         while true {
-            let fd = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)
+            let device = VirtioPorts.resolve(path)
+            let fd = open(device, O_RDWR | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)
             if fd < 0 {
                 let err = errno
-                Posix.log("cannot open \(path): \(String(cString: strerror(err))); retrying")
-                Posix.pause(milliseconds: 1000)
+                Log.info("cannot open \(device): \(String(cString: strerror(err))); retrying")
+                Syscall.pause(milliseconds: 1000)
                 continue
             }
-            Posix.log("serving \(path)")
+            Log.info("serving \(device)")
             let ok = StreamSession(fd: fd, dispatcher: dispatcher, hostAbsenceIsTransient: true).serve()
             close(fd)
             if !ok {
-                Posix.log("channel error on \(path); reopening")
-                Posix.pause(milliseconds: 1000)
+                Log.info("channel error on \(path); reopening")
+                Syscall.pause(milliseconds: 1000)
             }
         }
     }
@@ -78,59 +80,23 @@ enum Channel {
     static func runUnixListen(path: String, dispatcher: Dispatcher) -> Int32 {
         let listener: Int32
         do {
-            listener = try makeListener(path: path)
+            listener = try UnixSocket.listen(path: path)
         } catch {
-            Posix.log("\(error)")
+            Log.info("\(error)")
             return 1
         }
-        Posix.log("listening on \(path)")
+        Log.info("listening on \(path)")
         while true {
-            let client = Posix.retrying { accept(listener, nil, nil) }
-            if client < 0 {
-                Posix.log("accept: \(String(cString: strerror(errno)))")
-                Posix.pause(milliseconds: 100)
+            let client: Int32
+            do {
+                client = try UnixSocket.accept(listener)
+            } catch {
+                Log.info("\(error)")
+                Syscall.pause(milliseconds: 100)
                 continue
             }
-            _ = fcntl(client, F_SETFD, FD_CLOEXEC)
             _ = StreamSession(fd: client, dispatcher: dispatcher, hostAbsenceIsTransient: false).serve()
             close(client)
         }
-    }
-
-    private static func makeListener(path: String) throws(SystemError) -> Int32 {
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw SystemError(call: "socket", subject: nil, errno: errno) }
-        var addr = sockaddr_un()
-        addr.sun_family = sa_family_t(AF_UNIX)
-        let pathBytes = Array(path.utf8)
-        let capacity = MemoryLayout.size(ofValue: addr.sun_path)
-        guard pathBytes.count < capacity else {
-            close(fd)
-            throw SystemError(call: "bind", subject: path, errno: ENAMETOOLONG)
-        }
-        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
-            raw.copyBytes(from: pathBytes)
-            raw[pathBytes.count] = 0
-        }
-        unlink(path)
-        // Sockets we create are for their owner only (0600).
-        let oldMask = umask(0o177)
-        let bound = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
-        }
-        umask(oldMask)
-        guard bound == 0 else {
-            let err = errno
-            close(fd)
-            throw SystemError(call: "bind", subject: path, errno: err)
-        }
-        guard listen(fd, 4) == 0 else {
-            let err = errno
-            close(fd)
-            throw SystemError(call: "listen", subject: path, errno: err)
-        }
-        return fd
     }
 }

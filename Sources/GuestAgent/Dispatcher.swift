@@ -29,7 +29,7 @@ final class Dispatcher {
     }
 
     private func execute(_ request: QGARequest) -> [UInt8]? {
-        if verbose { Posix.log("request: \(request.execute)") }
+        if verbose { Log.info("request: \(request.execute)") }
         guard let spec = table[request.execute] else {
             return QGAReply.failure(.commandNotFound(request.execute), id: request.id).encode()
         }

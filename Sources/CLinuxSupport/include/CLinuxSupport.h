@@ -4,6 +4,17 @@
 #define CLINUX_SUPPORT_H
 
 #include <sys/types.h>
+// Re-exported: Swift's Glibc module leaves these headers out.
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/prctl.h>
+
+enum {
+    CLINUX_SAME_PROCESS_GROUP = 0,
+    CLINUX_NEW_PROCESS_GROUP = 1,
+    CLINUX_NEW_SESSION = 2,
+};
 
 /// pidfd_open(2): a file descriptor that becomes readable when `pid` exits.
 int clinux_pidfd_open(pid_t pid);
@@ -11,12 +22,12 @@ int clinux_pidfd_open(pid_t pid);
 /// Forks and execs `path` with `argv`/`envp`.
 /// In the child: stdin/stdout/stderr become the given fds (-1 keeps the
 /// parent's), every other fd is closed, the signal mask and dispositions are
-/// reset, the child gets its own process group when `new_process_group` is set
+/// reset, the child gets its own process group or session per `detach_mode`
 /// (so a terminal's Ctrl-C reaches only the parent), and with `die_with_parent`
 /// it receives SIGKILL when the forking *thread* exits (PR_SET_PDEATHSIG).
 /// Returns the pid, or -1 with errno set. If exec fails the child exits 127.
 pid_t clinux_spawn(const char *path, char *const argv[], char *const envp[],
                    int stdin_fd, int stdout_fd, int stderr_fd,
-                   int new_process_group, int die_with_parent);
+                   int detach_mode, int die_with_parent);
 
 #endif

@@ -1,5 +1,5 @@
 import AgentProtocol
-import CLinuxSupport
+import LinuxSystem
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -43,8 +43,13 @@ enum ShutdownCommand {
     }
 
     private static func run(argv: [String]) throws(QGAError) {
-        let status = ChildProcess.runAndWait(argv)
-        guard let status else { throw .generic("failed to execute child process '\(argv[0])'") }
-        guard status == 0 else { throw .generic("child process has failed to shutdown") }
+        guard access(argv[0], X_OK) == 0 else { throw .generic("failed to execute child process '\(argv[0])'") }
+        let status: ExitStatus
+        do {
+            status = try Subprocess.run(argv, environment: ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"])
+        } catch {
+            throw .generic("failed to execute child process '\(argv[0])': \(error)")
+        }
+        guard status.isSuccess else { throw .generic("child process has failed to shutdown") }
     }
 }

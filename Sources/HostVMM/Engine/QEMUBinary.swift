@@ -1,0 +1,92 @@
+import Foundation
+import LinuxSystem
+
+/// Where QEMU is and whether it is new enough (QEMU 10 from bookworm-backports:
+/// architecture.md §1). Errors name the package and how to install it.
+public struct QEMUBinary: Sendable {
+    public static let minimumMajor = 10
+    public static let installHint =
+        "install it with scripts/setup.sh, or: apt-get install -t bookworm-backports qemu-system-x86"
+
+    public var path: String
+    public var version: (major: Int, minor: Int, micro: Int)
+
+    public enum LocateError: Error, CustomStringConvertible {
+        case notFound(String)
+        case unrunnable(String, String)
+        case tooOld(String, String)
+
+        public var description: String {
+            switch self {
+            case .notFound(let p):
+                return "QEMU not found (\(p)): the Debian package qemu-system-x86 (version 10, bookworm-backports) is needed; \(QEMUBinary.installHint)"
+            case .unrunnable(let p, let why):
+                return "QEMU at \(p) could not report its version (\(why)); reinstall qemu-system-x86: \(QEMUBinary.installHint)"
+            case .tooOld(let p, let v):
+                return "QEMU at \(p) is version \(v); hostvmm needs \(QEMUBinary.minimumMajor) or newer from the Debian package qemu-system-x86 in bookworm-backports; \(QEMUBinary.installHint)"
+            }
+        }
+    }
+
+    /// Finds `qemu-system-x86_64` (or `explicitPath`) and checks `--version`.
+    public static func locate(explicitPath: String? = nil) throws(LocateError) -> QEMUBinary {
+        let name = explicitPath ?? "qemu-system-x86_64"
+        let path = Subprocess.resolve(name, environment: Subprocess.currentEnvironment())
+        guard FileManager.default.isExecutableFile(atPath: path) else { throw .notFound(name) }
+        let output: String
+        do {
+            output = try captureOutput([path, "--version"])
+        } catch {
+            throw .unrunnable(path, "\(error)")
+        }
+        guard let version = parseVersion(output) else {
+            throw .unrunnable(path, "unrecognised output: \(output.prefix(100))")
+        }
+        guard version.major >= minimumMajor else {
+            throw .tooOld(path, "\(version.major).\(version.minor).\(version.micro)")
+        }
+        return QEMUBinary(path: path, version: version)
+    }
+
+    /// Parses "QEMU emulator version 10.0.2 (Debian ...)".
+    public static func parseVersion(_ text: String) -> (major: Int, minor: Int, micro: Int)? {
+        guard let range = text.range(of: "version ") else { return nil }
+        let numbers = text[range.upperBound...].prefix { $0.isNumber || $0 == "." }.split(separator: ".").compactMap {
+            Int($0)
+        }
+        guard numbers.count >= 2 else { return nil }
+        return (numbers[0], numbers[1], numbers.count > 2 ? numbers[2] : 0)
+    }
+}
+
+/// Runs a short command and returns its stdout (stderr is appended on failure).
+func captureOutput(_ argv: [String]) throws -> String {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: argv[0])
+    process.arguments = Array(argv.dropFirst())
+    let pipe = Pipe()
+    let errPipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = errPipe
+    process.standardInput = FileHandle.nullDevice
+    try process.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    let errData = errPipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    let out = String(decoding: data, as: UTF8.self)
+    guard process.terminationStatus == 0 else {
+        throw CommandFailure(argv: argv, status: process.terminationStatus, stderr: String(decoding: errData, as: UTF8.self))
+    }
+    return out
+}
+
+struct CommandFailure: Error, CustomStringConvertible {
+    var argv: [String]
+    var status: Int32
+    var stderr: String
+
+    var description: String {
+        let tail = stderr.split(separator: "\n").suffix(5).joined(separator: "\n")
+        return "\(argv.joined(separator: " ")) failed with status \(status)" + (tail.isEmpty ? "" : ":\n\(tail)")
+    }
+}

@@ -1,0 +1,49 @@
+/// Builds QEMU's argument vector for a VM (issue 2 §3). Pure: tests read it.
+///
+/// Every chardev is a unix socket in the state directory that *hostvmm*
+/// listens on; QEMU connects as a client and reconnects if hostvmm drops the
+/// connection, so the sockets belong to hostvmm and sit in its 0700 directory.
+public enum QEMUCommandLine {
+    /// Device ids used in QMP events (VSERPORT_CHANGE carries them).
+    public static let agentPortID = "channel-qga"
+    public static let spiceAgentPortID = "channel-vdagent"
+    public static let agentPortName = "org.qemu.guest_agent.0"
+    public static let spiceAgentPortName = "com.redhat.spice.0"
+    public static let reconnectMs = 500
+
+    public static func arguments(config: VMConfig, state: StateDirectory) -> [String] {
+        let memMiB = config.memoryBytes >> 20
+        var args = [
+            config.qemuPath,
+            "-name", "\(config.name),debug-threads=on",
+            "-nodefaults", "-no-user-config",
+            "-display", "none",
+            "-machine", "q35,memory-backend=ram0",
+            "-object", "memory-backend-memfd,id=ram0,size=\(memMiB)M,share=on",
+            "-m", "\(memMiB)M",
+            "-smp", "\(config.cpus)",
+        ]
+        switch config.accelerator.kind {
+        case .kvm: args += ["-accel", "kvm", "-cpu", "host"]
+        case .tcg: args += ["-accel", "tcg", "-cpu", "max"]
+        }
+        args += [
+            "-kernel", config.kernelPath,
+            "-initrd", config.initrdPath,
+            "-append", config.kernelCommandLine,
+            // Serial console to a file hostvmm tails; the kernel's panic text lands there.
+            "-chardev", "file,id=serial0,path=\(state.consoleLog)",
+            "-serial", "chardev:serial0",
+            "-chardev", "socket,id=qmp,path=\(state.qmpSocket),reconnect-ms=\(reconnectMs)",
+            "-mon", "chardev=qmp,mode=control",
+            "-device", "virtio-serial-pci,id=vser0",
+            "-chardev", "socket,id=qga0,path=\(state.agentSocket),reconnect-ms=\(reconnectMs)",
+            "-device", "virtserialport,bus=vser0.0,chardev=qga0,name=\(agentPortName),id=\(agentPortID)",
+            "-chardev", "socket,id=vdagent0,path=\(state.spiceAgentSocket),reconnect-ms=\(reconnectMs)",
+            "-device", "virtserialport,bus=vser0.0,chardev=vdagent0,name=\(spiceAgentPortName),id=\(spiceAgentPortID)",
+            "-device", "pvpanic-pci",
+            "-device", "virtio-balloon-pci,id=balloon0,deflate-on-oom=on,free-page-reporting=on",
+        ]
+        return args
+    }
+}

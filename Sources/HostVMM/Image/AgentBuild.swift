@@ -1,0 +1,72 @@
+import Foundation
+
+/// Builds guest-agent for the guest: release, Swift runtime linked statically,
+/// in its own scratch directory (.build-guest) so that the host build's flags
+/// never replace it with a dynamically linked binary.
+struct AgentBuild {
+    var sourceDir: String?
+    var log: (String) -> Void
+
+    /// The package root: explicit, $HOSTVMM_SOURCE_DIR, or found upwards from
+    /// this executable (.build/<triple>/<config>/hostvmm) or the working directory.
+    func packageRoot() throws(ImageBuildError) -> String {
+        let env = ProcessInfo.processInfo.environment
+        var candidates: [String] = []
+        if let sourceDir { candidates.append(sourceDir) }
+        if let s = env["HOSTVMM_SOURCE_DIR"] { candidates.append(s) }
+        var dir = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+        for _ in 0..<6 {
+            candidates.append(dir.path)
+            dir.deleteLastPathComponent()
+        }
+        candidates.append(FileManager.default.currentDirectoryPath)
+        for c in candidates where FileManager.default.fileExists(atPath: "\(c)/Sources/GuestAgent") {
+            return c
+        }
+        throw .noSourceTree
+    }
+
+    func build() throws(ImageBuildError) -> String {
+        let root = try packageRoot()
+        let swift = ProcessInfo.processInfo.environment["SWIFT_EXEC_PATH"] ?? "/opt/swift/usr/bin/swift"
+        let swiftPath = FileManager.default.isExecutableFile(atPath: swift) ? swift : "/usr/bin/swift"
+        let args = [swiftPath, "build", "-c", "release", "--static-swift-stdlib", "--product", "guest-agent",
+                    "--scratch-path", "\(root)/.build-guest"]
+        log("building guest-agent: swift build -c release --static-swift-stdlib (scratch .build-guest)")
+        _ = try runTool(args, in: root)
+        let binDir = try runTool(args + ["--show-bin-path"], in: root).trimmingCharacters(in: .whitespacesAndNewlines)
+        let path = "\(binDir)/guest-agent"
+        guard FileManager.default.isExecutableFile(atPath: path) else {
+            throw .commandFailed("swift build reported success but \(path) is missing")
+        }
+        return path
+    }
+
+    /// The shared libraries (glibc's) the agent needs at run time, with the
+    /// dynamic loader; refuses a binary that needs the Swift runtime.
+    static func sharedLibraries(of binary: String) throws(ImageBuildError) -> [String] {
+        let ldd = try HostTool.ldd.locate()
+        let output = try runTool([ldd, binary])
+        var libs: [String] = []
+        var swiftLibs: [String] = []
+        for line in output.split(separator: "\n") {
+            let parts = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
+            // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
+            let path: String?
+            if let arrow = parts.firstIndex(of: "=>"), arrow + 1 < parts.count, parts[arrow + 1].hasPrefix("/") {
+                path = parts[arrow + 1]
+            } else if let first = parts.first, first.hasPrefix("/") {
+                path = first
+            } else {
+                path = nil
+            }
+            guard let path else { continue }
+            if path.contains("libswift") || path.contains("libFoundation") || path.contains("libdispatch") {
+                swiftLibs.append(path)
+            }
+            libs.append(path)
+        }
+        if !swiftLibs.isEmpty { throw .agentNotStatic(binary, swiftLibs) }
+        return libs
+    }
+}

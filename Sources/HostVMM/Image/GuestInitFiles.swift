@@ -1,0 +1,62 @@
+/// The embedded guest's init (architecture.md §5): busybox init as PID 1, an
+/// rcS that mounts, loads modules and links the virtio ports, the guest agent
+/// respawned by init, and busybox acpid turning the ACPI power button into a
+/// clean poweroff. Nothing here interpolates data from outside the builder.
+enum GuestInitFiles {
+    /// Modules the embedded guest loads (with their dependencies).
+    /// pvpanic/pvpanic-pci: panic reports; virtio_balloon: memory; button+evdev:
+    /// the ACPI power button as an input event for acpid.
+    static let modules = ["virtio_balloon", "pvpanic", "pvpanic_pci", "button", "evdev"]
+
+    static let agentPath = "/sbin/guest-agent"
+
+    static let inittab = """
+        ::sysinit:/etc/init.d/rcS
+        ::respawn:\(agentPath) -m virtio-serial -p /dev/virtio-ports/org.qemu.guest_agent.0
+        ::ctrlaltdel:/sbin/reboot
+        ::shutdown:/etc/init.d/rcK
+
+        """
+
+    static let rcS = """
+        #!/bin/sh
+        # hostvmm embedded guest: early userspace.
+        /bin/busybox --install -s
+        export PATH=/sbin:/bin:/usr/sbin:/usr/bin
+        mount -t proc proc /proc
+        mount -t sysfs sysfs /sys
+        mount -t devtmpfs devtmpfs /dev 2>/dev/null
+        mkdir -p /dev/pts /dev/virtio-ports /run /tmp /var/run
+        mount -t tmpfs -o mode=0755 tmpfs /run
+        mount -t tmpfs tmpfs /tmp
+        while read -r module; do
+            insmod "/lib/modules/$module" || echo "rcS: cannot load $module"
+        done < /etc/modules.load
+        # /dev/virtio-ports/NAME, as udev's 50-udev-default.rules would make them.
+        # A port's name arrives by a control message after probe: wait briefly.
+        for port in /sys/class/virtio-ports/vport*; do
+            [ -e "$port" ] || continue
+            tries=0
+            while [ ! -s "$port/name" ] && [ $tries -lt 20 ]; do sleep 0.1; tries=$((tries + 1)); done
+            [ -s "$port/name" ] && ln -sf "/dev/${port##*/}" "/dev/virtio-ports/$(cat "$port/name")"
+        done
+        mkdir -p /var/log
+        acpid -c /etc/acpi -l /run/acpid.log -p /run/acpid.pid
+        echo "hostvmm-guest: init done"
+
+        """
+
+    static let rcK = """
+        #!/bin/sh
+        echo "hostvmm-guest: shutting down"
+        sync
+
+        """
+
+    /// busybox acpid maps the power button to /etc/acpi/PWRF/00000080.
+    static let powerButton = """
+        #!/bin/sh
+        exec /sbin/poweroff
+
+        """
+}

@@ -1,0 +1,55 @@
+import Foundation
+
+/// The per-VM state directory (architecture.md §4): sockets, logs and, later,
+/// crash bundles. `$XDG_RUNTIME_DIR/hostvmm/NAME`, else `/run/hostvmm/NAME`
+/// (root) or `/tmp/hostvmm-UID/NAME`. Mode 0700; files in it 0600.
+public struct StateDirectory: Sendable {
+    public let path: String
+
+    public init(path: String) { self.path = path }
+
+    public static func root(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
+        if let explicit = environment["HOSTVMM_STATE_DIR"], !explicit.isEmpty { return explicit }
+        if let xdg = environment["XDG_RUNTIME_DIR"], !xdg.isEmpty { return "\(xdg)/hostvmm" }
+        if getuid() == 0 { return "/run/hostvmm" }
+        return "/tmp/hostvmm-\(getuid())"
+    }
+
+    public static func forVM(_ name: String) -> StateDirectory {
+        StateDirectory(path: "\(root())/\(name)")
+    }
+
+    public var controlSocket: String { "\(path)/control.sock" }
+    public var qmpSocket: String { "\(path)/qmp.sock" }
+    public var agentSocket: String { "\(path)/qga.sock" }
+    public var spiceAgentSocket: String { "\(path)/vdagent.sock" }
+    public var consoleLog: String { "\(path)/console.log" }
+    public var qemuLog: String { "\(path)/qemu.log" }
+    public var hostvmmLog: String { "\(path)/hostvmm.log" }
+
+    /// Creates the directory (and the root) with mode 0700, tightening an existing one.
+    public func create() throws {
+        let fm = FileManager.default
+        let root = (path as NSString).deletingLastPathComponent
+        for dir in [root, path] {
+            if !fm.fileExists(atPath: dir) {
+                try fm.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            }
+            guard chmod(dir, 0o700) == 0 else {
+                throw CocoaError(.fileWriteNoPermission, userInfo: [NSFilePathErrorKey: dir])
+            }
+        }
+    }
+
+    /// Creates (truncating) a log file readable by the owner only.
+    public func openLog(_ file: String) throws -> Int32 {
+        let fd = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_APPEND, 0o600)
+        guard fd >= 0 else { throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: file]) }
+        return fd
+    }
+
+    /// Names of VMs that have a state directory.
+    public static func knownVMs() -> [String] {
+        (try? FileManager.default.contentsOfDirectory(atPath: root()).sorted()) ?? []
+    }
+}

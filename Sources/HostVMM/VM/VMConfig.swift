@@ -1,0 +1,80 @@
+import Foundation
+
+/// What `hostvmm up` was asked for, with defaults a person would expect.
+public struct VMConfig: Sendable {
+    public static let defaultName = "default"
+    public static let defaultMemoryBytes: UInt64 = 512 << 20
+    public static let defaultCPUs = 2
+
+    public var name: String = defaultName
+    public var memoryBytes: UInt64 = defaultMemoryBytes
+    public var cpus: Int = defaultCPUs
+    public var accelerator: AcceleratorChoice
+    public var kernelPath: String
+    public var initrdPath: String
+    public var kernelCommandLine: String = "console=ttyS0 loglevel=4 panic=-1"
+    public var qemuPath: String
+
+    public init(name: String, memoryBytes: UInt64, cpus: Int, accelerator: AcceleratorChoice, kernelPath: String,
+                initrdPath: String, qemuPath: String) {
+        self.name = name
+        self.memoryBytes = memoryBytes
+        self.cpus = cpus
+        self.accelerator = accelerator
+        self.kernelPath = kernelPath
+        self.initrdPath = initrdPath
+        self.qemuPath = qemuPath
+    }
+
+    /// VM names become directory and socket names: keep them boring.
+    public static func validate(name: String) throws(VMConfigError) {
+        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+        guard !name.isEmpty, name.count <= 40, name.allSatisfy(allowed.contains), !name.hasPrefix(".") else {
+            throw .invalidName(name)
+        }
+    }
+
+    /// Parses sizes like `512M`, `2G`, `1.5G`, `1048576K`; a bare number is MiB (as QEMU's -m).
+    public static func parseSize(_ text: String) throws(VMConfigError) -> UInt64 {
+        let t = text.trimmingCharacters(in: .whitespaces)
+        guard let last = t.last else { throw .invalidSize(text) }
+        let units: [Character: UInt64] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40]
+        var number = Substring(t)
+        var multiplier: UInt64 = 1 << 20
+        if let u = units[Character(last.uppercased())] {
+            multiplier = u
+            number = t.dropLast()
+            if number.last == "i" || number.last == "I" { throw .invalidSize(text) }
+        } else if last == "B" || last == "b" {
+            let body = t.dropLast()
+            if let l = body.last, let u = units[Character(l.uppercased())] {
+                multiplier = u
+                number = body.dropLast()
+            } else {
+                multiplier = 1
+                number = body
+            }
+        }
+        guard let value = Double(number), value > 0, value.isFinite else { throw .invalidSize(text) }
+        let bytes = value * Double(multiplier)
+        guard bytes < Double(UInt64.max) else { throw .invalidSize(text) }
+        return UInt64(bytes)
+    }
+}
+
+public enum VMConfigError: Error, CustomStringConvertible {
+    case invalidName(String)
+    case invalidSize(String)
+    case outOfRange(String)
+
+    public var description: String {
+        switch self {
+        case .invalidName(let n):
+            return "invalid VM name '\(n)': use 1-40 letters, digits, '-', '_' or '.', not starting with '.'"
+        case .invalidSize(let s):
+            return "invalid size '\(s)': use a number with an optional K, M, G or T suffix (e.g. 512M, 2G)"
+        case .outOfRange(let s):
+            return s
+        }
+    }
+}

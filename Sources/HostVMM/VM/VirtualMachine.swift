@@ -1,0 +1,217 @@
+import AgentProtocol
+import Foundation
+import LinuxSystem
+
+/// Supervises one VM: QEMU child, QMP, the agent channel, the SPICE agent
+/// channel's socket and the control API, all on one event loop.
+///
+/// Lifecycle: `start()` -> starting -> running (QMP says so) ->
+/// stopping (shutdown or quit asked) -> stopped (QEMU exited; `onStopped` fires).
+public final class VirtualMachine {
+    public enum Phase: String, Sendable {
+        case starting, running, paused, stopping, stopped
+    }
+
+    public let config: VMConfig
+    public let state: StateDirectory
+    let loop: EventLoop
+    let agent: AgentClient
+    var phase = Phase.starting
+    private(set) var qmp: QMPClient?
+    private(set) var qemu: QEMUProcess?
+    private var listeners: [Listener] = []
+    private var spiceAgentFD: Int32?
+    private var spiceAgentWatch: WatchHandle?
+    private(set) var launchTime = EventLoop.now()
+    private(set) var agentReadySeconds: Double?
+    var shutdownWaiters: [ShutdownWaiter] = []
+    private var killTimer: TimerHandle?
+    let control: ControlServer
+
+    /// Progress lines for a person (foreground `up` prints them).
+    public var onLog: (String) -> Void = { _ in }
+    /// Every event, as also sent to control clients.
+    public var onEvent: (VMEvent) -> Void = { _ in }
+    /// QEMU is gone; hostvmm should exit with a status derived from this.
+    public var onStopped: (ExitStatus) -> Void = { _ in }
+
+    public init(config: VMConfig, state: StateDirectory, loop: EventLoop) {
+        self.config = config
+        self.state = state
+        self.loop = loop
+        self.agent = AgentClient(loop: loop)
+        self.control = ControlServer(loop: loop)
+        control.vm = self
+        agent.onReady = { [unowned self] in self.agentBecameReady() }
+        agent.onUnready = { [unowned self] reason in self.emit(VMEvent(name: "agent-lost", data: ["reason": .string(reason)])) }
+    }
+
+    public var qemuPID: Int32? { qemu?.pid }
+    public var agentReady: Bool { agent.isReady }
+
+    /// Opens the sockets, then starts QEMU. Throws if anything could not be set up.
+    public func start() throws {
+        try state.create()
+        if FileManager.default.fileExists(atPath: state.controlSocket),
+            (try? UnixSocket.connect(path: state.controlSocket)).map({ close($0); return true }) == true
+        {
+            throw VMError.alreadyRunning(config.name, state.path)
+        }
+        listeners.append(try Listener(path: state.controlSocket, loop: loop) { [unowned self] fd in
+            self.control.accept(fd: fd)
+        })
+        listeners.append(try Listener(path: state.qmpSocket, loop: loop) { [unowned self] fd in self.qmpConnected(fd) })
+        listeners.append(try Listener(path: state.agentSocket, loop: loop) { [unowned self] fd in
+            do { try self.agent.attach(fd: fd) } catch { self.onLog("agent channel: \(error)") }
+        })
+        listeners.append(try Listener(path: state.spiceAgentSocket, loop: loop) { [unowned self] fd in
+            self.spiceAgentConnected(fd)
+        })
+
+        onLog("accelerator: \(config.accelerator.kind.rawValue) (\(config.accelerator.reason))")
+        let logFD = try state.openLog(state.qemuLog)
+        defer { close(logFD) }
+        if let consoleFD = try? state.openLog(state.consoleLog) { close(consoleFD) }  // 0600 before QEMU opens it
+        launchTime = EventLoop.now()
+        let args = QEMUCommandLine.arguments(config: config, state: state)
+        qemu = try QEMUProcess(arguments: args, logFD: logFD, loop: loop) { [unowned self] status in
+            self.qemuExited(status)
+        }
+        onLog("QEMU started (pid \(qemu!.pid)); console: \(state.consoleLog)")
+        emit(VMEvent(name: "qemu-started", data: ["pid": .int(Int64(qemu!.pid))]))
+    }
+
+    var secondsSinceLaunch: Double { Double(EventLoop.now() - launchTime) / 1000 }
+
+    func emit(_ event: VMEvent) {
+        onEvent(event)
+        control.broadcast(event)
+    }
+
+    // MARK: - QMP
+
+    private func qmpConnected(_ fd: Int32) {
+        qmp?.close()
+        do {
+            let client = try QMPClient(fd: fd, loop: loop)
+            client.onReady = { [unowned self, unowned client] in self.qmpReady(client) }
+            client.onEvent = { [unowned self] event in self.qmpEvent(event) }
+            client.onProtocolError = { [unowned self] message in self.onLog("QMP: \(message)") }
+            qmp = client
+        } catch {
+            onLog("QMP connection: \(error)")
+        }
+    }
+
+    private func qmpReady(_ client: QMPClient) {
+        client.execute("query-status") { [weak self] result in
+            guard let self, case .success(let status) = result else { return }
+            if status["running"]?.boolValue == true, self.phase == .starting { self.phase = .running }
+        }
+        // The guest may already have the agent port open (QMP reconnect).
+        client.execute("query-chardev") { [weak self] result in
+            guard let self, case .success(.array(let devices)) = result else { return }
+            for dev in devices where dev["label"]?.stringValue == "qga0" {
+                if dev["frontend-open"]?.boolValue == true { self.agent.guestPort(open: true) }
+            }
+        }
+    }
+
+    private func qmpEvent(_ event: QMPEvent) {
+        switch event.name {
+        case "VSERPORT_CHANGE":
+            if event.data["id"]?.stringValue == QEMUCommandLine.agentPortID, let open = event.data["open"]?.boolValue {
+                agent.guestPort(open: open)
+                if !open { resolveShutdownWaiters(on: .agentPortClosed) }
+            }
+        case "STOP":
+            if phase == .running { phase = .paused }
+        case "RESUME":
+            if phase == .paused || phase == .starting { phase = .running }
+        case "SHUTDOWN":
+            resolveShutdownWaiters(on: .shutdownEvent)
+        case "RESET":
+            resolveShutdownWaiters(on: .resetEvent)
+        default:
+            break
+        }
+        emit(VMEvent.fromQMP(event))
+    }
+
+    // MARK: - Agent
+
+    private func agentBecameReady() {
+        let seconds = secondsSinceLaunch
+        if agentReadySeconds == nil { agentReadySeconds = seconds }
+        onLog(String(format: "agent ready after %.1f s", seconds))
+        emit(VMEvent(name: "agent-ready", data: ["seconds-since-launch": .double((seconds * 10).rounded() / 10)]))
+    }
+
+    /// The SPICE agent port's chardev. SpiceBridge will own it; until then
+    /// hostvmm holds the connection and discards what the guest writes.
+    private func spiceAgentConnected(_ fd: Int32) {
+        if let w = spiceAgentWatch { loop.remove(w) }
+        if let old = spiceAgentFD { close(old) }
+        spiceAgentFD = fd
+        Syscall.setNonBlocking(fd)
+        spiceAgentWatch = try? loop.watch(fd: fd, events: .read) { [unowned self] _ in
+            switch Syscall.readSome(fd: fd) {
+            case .data, .wouldBlock: break
+            case .endOfStream, .failed:
+                if let w = self.spiceAgentWatch { self.loop.remove(w) }
+                self.spiceAgentWatch = nil
+                close(fd)
+                self.spiceAgentFD = nil
+            }
+        }
+    }
+
+    // MARK: - Stopping
+
+    /// Force stop: QMP `quit`, then SIGTERM, then SIGKILL if QEMU lingers.
+    public func forceStop() {
+        guard let qemu, qemu.isRunning else { return }
+        phase = .stopping
+        if let qmp, qmp.isReady {
+            qmp.execute("quit")
+        } else {
+            qemu.signal(SIGTERM)
+        }
+        if killTimer == nil {
+            killTimer = loop.schedule(afterMilliseconds: 5000) { [weak self] in
+                self?.onLog("QEMU did not exit within 5 s; killing it")
+                self?.qemu?.signal(SIGKILL)
+            }
+        }
+    }
+
+    private func qemuExited(_ status: ExitStatus) {
+        phase = .stopped
+        loop.cancel(killTimer)
+        resolveShutdownWaiters(on: .qemuExited)
+        let message = status.isSuccess ? "QEMU exited cleanly" : "QEMU \(status)"
+        onLog(message + (status.isSuccess ? "" : "; see \(state.qemuLog)"))
+        var data: JSONObject = ["clean": .bool(status.isSuccess), "status": .string(status.description)]
+        switch status {
+        case .exited(let code): data["exit-code"] = .int(Int64(code))
+        case .signaled(let sig): data["signal"] = .int(Int64(sig))
+        }
+        emit(VMEvent(name: "qemu-exited", data: data))
+        qmp?.close()
+        for l in listeners { l.close() }
+        listeners = []
+        control.closeAll()
+        onStopped(status)
+    }
+}
+
+public enum VMError: Error, CustomStringConvertible {
+    case alreadyRunning(String, String)
+
+    public var description: String {
+        switch self {
+        case .alreadyRunning(let name, let dir):
+            return "VM '\(name)' is already running (control socket in \(dir)); stop it with 'hostvmm down \(name)'"
+        }
+    }
+}

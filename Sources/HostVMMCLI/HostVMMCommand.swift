@@ -1,0 +1,29 @@
+import ArgumentParser
+import HostVMM
+
+@main
+struct HostVMMCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "hostvmm",
+        abstract: "Boot Linux VMs under QEMU with a guest agent, SPICE-agent, pvpanic and balloon channels.",
+        discussion: """
+            'hostvmm up' boots the embedded default guest and supervises it; the other
+            commands talk to a running VM through its control socket in
+            \(StateDirectory.root())/NAME (set HOSTVMM_STATE_DIR to move it).
+            """,
+        subcommands: [
+            UpCommand.self, StatusCommand.self, PingCommand.self, AgentCommand.self, ShutdownCommand.self,
+            EventsCommand.self, DownCommand.self, ConsoleCommand.self, ImageCommand.self,
+        ]
+    )
+}
+
+/// The VM a client command talks to: the optional positional name.
+struct VMSelection: ParsableArguments {
+    @Argument(help: "VM name.")
+    var name: String = VMConfig.defaultName
+
+    func validate() throws {
+        do { try VMConfig.validate(name: name) } catch { throw ValidationError(error.description) }
+    }
+}

@@ -1,0 +1,152 @@
+import ArgumentParser
+import Foundation
+import HostVMM
+import LinuxSystem
+
+struct UpCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "up",
+        abstract: "Boot a VM and supervise it (foreground unless --detach).",
+        discussion: """
+            In the foreground it prints boot progress, 'agent ready after X s', then one
+            event per line. Ctrl-C shuts the guest down gracefully (the agent if it is
+            ready, else ACPI); a second Ctrl-C stops QEMU at once. The exit status is 0
+            when QEMU exits cleanly (guest poweroff, 'hostvmm shutdown', 'hostvmm down').
+            """
+    )
+
+    @Option(name: .long, help: "VM name (state in \(StateDirectory.root())/NAME).")
+    var name: String = VMConfig.defaultName
+
+    @Option(name: .long, help: "Guest memory, e.g. 512M or 2G.")
+    var memory: String = "512M"
+
+    @Option(name: .long, help: "Virtual CPUs.")
+    var cpus: Int = VMConfig.defaultCPUs
+
+    @Option(name: .long, help: "CPU engine: auto (KVM only with kvm_intel/kvm_amd), kvm or tcg.")
+    var accel: String = "auto"
+
+    @Flag(name: .long, help: "Run in the background; return once the guest agent answers.")
+    var detach = false
+
+    @Option(name: .long, help: "Seconds --detach waits for the agent before giving up.")
+    var readyTimeout: Double = 300
+
+    @Option(name: .long, help: "Use this guest-agent binary instead of building one.")
+    var agent: String?
+
+    @Option(name: .long, help: "Kernel to boot instead of the embedded image's (needs --initrd).")
+    var kernel: String?
+
+    @Option(name: .long, help: "Initramfs to boot instead of the embedded image's (needs --kernel).")
+    var initrd: String?
+
+    @Option(name: .long, help: "QEMU binary.")
+    var qemu: String?
+
+    func validate() throws {
+        do { try VMConfig.validate(name: name) } catch { throw ValidationError(error.description) }
+        guard (1...64).contains(cpus) else { throw ValidationError("--cpus must be from 1 to 64") }
+        guard ["auto", "kvm", "tcg"].contains(accel) else { throw ValidationError("--accel must be auto, kvm or tcg") }
+        guard (kernel == nil) == (initrd == nil) else { throw ValidationError("--kernel and --initrd go together") }
+        let bytes: UInt64
+        do { bytes = try VMConfig.parseSize(memory) } catch { throw ValidationError(error.description) }
+        guard bytes >= 128 << 20 else { throw ValidationError("--memory must be at least 128M") }
+        guard bytes <= 64 << 30 else { throw ValidationError("--memory must be at most 64G") }
+    }
+
+    func run() throws {
+        let qemuBinary: QEMUBinary
+        do { qemuBinary = try QEMUBinary.locate(explicitPath: qemu) } catch { fail(error.description) }
+        let state = StateDirectory.forVM(name)
+        if (try? ControlClient(vmName: name, state: state)) != nil {
+            fail("VM '\(name)' is already running; 'hostvmm status \(name)' shows it, 'hostvmm down \(name)' stops it")
+        }
+
+        var kernelPath = kernel
+        var initrdPath = initrd
+        if kernelPath == nil {
+            do {
+                let image = try ImageBuilder(agentPath: agent) { line in say(line) }.build()
+                kernelPath = image.kernel
+                initrdPath = image.initrd
+            } catch {
+                fail("cannot build the guest image: \(error)")
+            }
+        }
+
+        if detach {
+            try runDetached(kernel: kernelPath!, initrd: initrdPath!, state: state)
+            return
+        }
+
+        let accelerator: AcceleratorChoice = accel == "auto" ? .detect() : .forced(accel == "kvm" ? .kvm : .tcg)
+        let config = VMConfig(
+            name: name, memoryBytes: try VMConfig.parseSize(memory), cpus: cpus, accelerator: accelerator,
+            kernelPath: kernelPath!, initrdPath: initrdPath!, qemuPath: qemuBinary.path)
+        say("QEMU \(qemuBinary.version.major).\(qemuBinary.version.minor).\(qemuBinary.version.micro) at \(qemuBinary.path)")
+        throw ExitCode(VMRunner.run(config: config, state: state))
+    }
+
+    /// Starts `hostvmm up` again in its own session with the image already
+    /// built, output to hostvmm.log, then waits for the agent.
+    private func runDetached(kernel: String, initrd: String, state: StateDirectory) throws {
+        try state.create()
+        var args = [CommandLine.arguments[0], "up", "--name", name, "--memory", memory, "--cpus", String(cpus),
+                    "--accel", accel, "--kernel", kernel, "--initrd", initrd]
+        if let qemu { args += ["--qemu", qemu] }
+        let logFD = try state.openLog(state.hostvmmLog)
+        let devNull = open("/dev/null", O_RDONLY | O_CLOEXEC)
+        let pid = try Subprocess.spawn(args, stdin: devNull, stdout: logFD, stderr: logFD, detach: .session)
+        close(logFD)
+        close(devNull)
+        say("started in the background (pid \(pid)); log: \(state.hostvmmLog)")
+
+        let deadline = Date().addingTimeInterval(readyTimeout)
+        var client: ControlClient?
+        while client == nil {
+            if let status = Subprocess.poll(pid) { failWithLog("hostvmm \(status) before it was ready", state) }
+            if Date() > deadline { failWithLog("the control socket did not appear within \(readyTimeout) s", state) }
+            client = try? ControlClient(vmName: name, state: state)
+            if client == nil { Syscall.pause(milliseconds: 100) }
+        }
+        guard let client else { return }
+        let status = try client.execute("query-status")
+        if status["agent"]?["ready"]?.boolValue == true {
+            say("agent ready after \(status["agent"]?["ready-after-seconds"]?.doubleValue ?? 0) s")
+            return
+        }
+        while true {
+            let remaining = deadline.timeIntervalSinceNow
+            if remaining <= 0 { failWithLog("the guest agent did not answer within \(readyTimeout) s", state) }
+            let event: [String: Any]?
+            do {
+                event = try client.nextEvent(timeout: remaining).map { ["event": $0["event"]?.stringValue ?? "", "data": $0["data"] as Any] }
+            } catch {
+                failWithLog("the guest agent did not answer within \(readyTimeout) s", state)
+            }
+            guard let event else { failWithLog("the VM stopped before its agent was ready", state) }
+            if event["event"] as? String == "agent-ready" {
+                let s = try client.execute("query-status")
+                say("agent ready after \(s["agent"]?["ready-after-seconds"]?.doubleValue ?? 0) s")
+                return
+            }
+        }
+    }
+
+    private func failWithLog(_ message: String, _ state: StateDirectory) -> Never {
+        let tail = (try? String(contentsOfFile: state.hostvmmLog, encoding: .utf8))?
+            .split(separator: "\n").suffix(15).joined(separator: "\n") ?? ""
+        fail("\(message)\n--- \(state.hostvmmLog) ---\n\(tail)")
+    }
+}
+
+func say(_ line: String) {
+    _ = Syscall.writeAll(fd: 1, Array("hostvmm: \(line)\n".utf8))
+}
+
+func fail(_ message: String, code: Int32 = 1) -> Never {
+    _ = Syscall.writeAll(fd: 2, Array("hostvmm: error: \(message)\n".utf8))
+    exit(code)
+}

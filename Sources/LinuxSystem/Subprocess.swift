@@ -1,0 +1,112 @@
+import CLinuxSupport
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// How a child process ended.
+public enum ExitStatus: Sendable, Equatable, CustomStringConvertible {
+    case exited(Int32)
+    case signaled(Int32)
+
+    /// Decodes a waitpid status (WIFEXITED and friends are macros Swift cannot import).
+    public init(waitStatus status: Int32) {
+        let signal = status & 0x7F
+        self = signal == 0 ? .exited((status >> 8) & 0xFF) : .signaled(signal)
+    }
+
+    public var isSuccess: Bool { self == .exited(0) }
+
+    public var description: String {
+        switch self {
+        case .exited(let code): return "exited with status \(code)"
+        case .signaled(let sig): return "killed by signal \(sig) (\(String(cString: strsignal(sig))))"
+        }
+    }
+}
+
+/// Starts programs directly with an argument vector: no shell ever sees a
+/// guest- or client-supplied string.
+public enum Subprocess {
+    public enum Detach: Int32 {
+        case none = 0
+        case processGroup = 1
+        case session = 2
+    }
+
+    /// Forks and execs. `stdio` fds of -1 inherit the parent's. With
+    /// `dieWithParent` the child is killed when the calling *thread* exits, so
+    /// call it from a thread that lives as long as the process (the event loop).
+    public static func spawn(
+        _ argv: [String], environment: [String]? = nil, stdin: Int32 = -1, stdout: Int32 = -1, stderr: Int32 = -1,
+        detach: Detach = .none, dieWithParent: Bool = false
+    ) throws(SystemError) -> pid_t {
+        let env = environment ?? currentEnvironment()
+        let cArgs = argv.map { strdup($0) } + [nil]
+        let cEnv = env.map { strdup($0) } + [nil]
+        defer {
+            cArgs.forEach { free($0) }
+            cEnv.forEach { free($0) }
+        }
+        let path = resolve(argv[0], environment: env)
+        let pid = cArgs.withUnsafeBufferPointer { a in
+            cEnv.withUnsafeBufferPointer { e in
+                clinux_spawn(path, a.baseAddress, e.baseAddress, stdin, stdout, stderr, detach.rawValue,
+                             dieWithParent ? 1 : 0)
+            }
+        }
+        guard pid > 0 else { throw SystemError("fork", argv[0]) }
+        return pid
+    }
+
+    /// Blocks until `pid` exits.
+    public static func wait(_ pid: pid_t) throws(SystemError) -> ExitStatus {
+        var status: Int32 = 0
+        guard Syscall.retrying({ waitpid(pid, &status, 0) }) == pid else { throw SystemError("waitpid") }
+        return ExitStatus(waitStatus: status)
+    }
+
+    /// Reaps `pid` if it has exited.
+    public static func poll(_ pid: pid_t) -> ExitStatus? {
+        var status: Int32 = 0
+        guard Syscall.retrying({ waitpid(pid, &status, WNOHANG) }) == pid else { return nil }
+        return ExitStatus(waitStatus: status)
+    }
+
+    /// A descriptor that turns readable when `pid` exits (pidfd_open).
+    public static func exitDescriptor(_ pid: pid_t) throws(SystemError) -> Int32 {
+        let fd = clinux_pidfd_open(pid)
+        guard fd >= 0 else { throw SystemError("pidfd_open") }
+        return fd
+    }
+
+    public static func currentEnvironment() -> [String] {
+        var result: [String] = []
+        var p = environ
+        while let entry = p.pointee {
+            result.append(String(cString: entry))
+            p += 1
+        }
+        return result
+    }
+
+    /// PATH lookup for a bare program name, like execvp.
+    public static func resolve(_ program: String, environment: [String]) -> String {
+        if program.contains("/") { return program }
+        let pathVar = environment.first(where: { $0.hasPrefix("PATH=") })?.dropFirst(5) ?? "/usr/sbin:/usr/bin:/sbin:/bin"
+        for dir in pathVar.split(separator: ":") {
+            let candidate = "\(dir)/\(program)"
+            if access(candidate, X_OK) == 0 { return candidate }
+        }
+        return program
+    }
+
+    /// Runs to completion with stdin from /dev/null and the given stdout/stderr.
+    public static func run(_ argv: [String], environment: [String]? = nil, stdout: Int32 = -1, stderr: Int32 = -1)
+        throws(SystemError) -> ExitStatus
+    {
+        let devNull = open("/dev/null", O_RDWR | O_CLOEXEC)
+        defer { if devNull >= 0 { close(devNull) } }
+        let pid = try spawn(argv, environment: environment, stdin: devNull, stdout: stdout, stderr: stderr)
+        return try wait(pid)
+    }
+}
