@@ -6,6 +6,8 @@
 /// - 0xFF/0xFE (impossible in UTF-8) and ASCII control characters other than
 ///   TAB/CR/LF outside a string discard any half-read request and produce one
 ///   error, which clients ignore. This is how a host resynchronises the agent.
+/// - A raw control character inside a string (JSON forbids it) produces one
+///   error and the rest of that line is skipped.
 /// - A request longer than `maxRequestBytes` or nested deeper than `maxDepth`
 ///   produces one error; the rest of it is skipped up to the next newline or
 ///   control byte, so one bad request costs one error line, not thousands.
@@ -72,8 +74,12 @@ public struct QGAInputFramer: Sendable {
         }
         if Self.isSyncByte(b) || (quote != nil && b < 0x20) {
             // qemu-ga answers every such byte with an error line; clients ignore it.
+            let brokeString = quote != nil && b < 0x20
             reset()
             outputs.append(.error(.generic(Self.strayDescription(b))))
+            // A raw control character inside a string leaves us mid-string: the
+            // rest of that line cannot be read reliably, so skip to its end.
+            if brokeString && b != 0x0A { skippingToSyncPoint = true }
             return
         }
         if let q = quote {

@@ -1,0 +1,27 @@
+import Foundation
+
+/// Paths the tests need: the package root and the binaries `swift build` made.
+enum TestEnvironment {
+    static let packageRoot: String = {
+        var url = URL(fileURLWithPath: #filePath)
+        for _ in 0..<4 { url.deleteLastPathComponent() }  // Support/, HostVMMTests/, Tests/
+        return url.path
+    }()
+
+    /// Directory holding `hostvmm` and `guest-agent` (HOSTVMM_BIN_DIR overrides).
+    static let binDir: String = {
+        if let d = ProcessInfo.processInfo.environment["HOSTVMM_BIN_DIR"], !d.isEmpty { return d }
+        return "\(packageRoot)/.build/debug"
+    }()
+
+    static var hostvmm: String { "\(binDir)/hostvmm" }
+    static var guestAgent: String { "\(binDir)/guest-agent" }
+
+    /// A fresh private directory under /tmp, removed by the caller.
+    static func temporaryDirectory(_ label: String) throws -> String {
+        let path = "/tmp/hostvmm-test-\(label)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true,
+                                                attributes: [.posixPermissions: 0o700])
+        return path
+    }
+}
