@@ -24,7 +24,17 @@ final class LineConnection {
         self.loop = loop
         self.framer = framer
         Syscall.setNonBlocking(fd)
-        watch = try loop.watch(fd: fd, events: .read) { [unowned self] events in self.handle(events) }
+        watch = try loop.watch(fd: fd, events: .read) { [weak self] events in self?.handle(events) }
+    }
+
+    /// A connection dropped without `close()` still releases its fd and watch, on the loop.
+    deinit {
+        guard !isClosed else { return }
+        let (loop, watch, fd) = (self.loop, self.watch, self.fd)
+        loop.execute {
+            if let watch { loop.remove(watch) }
+            Glibc.close(fd)
+        }
     }
 
     func send(_ bytes: [UInt8]) {
