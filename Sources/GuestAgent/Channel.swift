@@ -57,15 +57,19 @@ struct StreamSession {
 enum Channel {
     /// virtio-serial: open the port once and keep it; the host comes and goes.
     static func runVirtioSerial(path: String, dispatcher: Dispatcher) -> Int32 {
+        var lastError: Int32 = 0
         while true {
             let device = VirtioPorts.resolve(path)
             let fd = open(device, O_RDWR | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)
             if fd < 0 {
                 let err = errno
-                Log.info("cannot open \(device): \(String(cString: strerror(err))); retrying")
+                // Say it once per distinct failure, then keep trying quietly.
+                if err != lastError { Log.info("cannot open \(device): \(String(cString: strerror(err))); retrying every second") }
+                lastError = err
                 Syscall.pause(milliseconds: 1000)
                 continue
             }
+            lastError = 0
             Log.info("serving \(device)")
             let ok = StreamSession(fd: fd, dispatcher: dispatcher, hostAbsenceIsTransient: true).serve()
             close(fd)
