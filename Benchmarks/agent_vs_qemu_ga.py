@@ -104,7 +104,7 @@ def measure(name, argv, sock_path, n):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--agent", default=os.path.join(ROOT, ".build-guest/release/guest-agent"))
-    parser.add_argument("--qemu-ga", default=shutil.which("qemu-ga") or "/usr/bin/qemu-ga")
+    parser.add_argument("--qemu-ga", default=shutil.which("qemu-ga") or "/usr/sbin/qemu-ga")
     parser.add_argument("-n", type=int, default=3000, help="round trips per command")
     args = parser.parse_args()
     for path, pkg in ((args.agent, "hostvmm image build"), (args.qemu_ga, "apt-get install qemu-guest-agent")):

@@ -1,22 +1,21 @@
 import AgentProtocol
 
-/// Turns framer output into reply bytes: envelope check, table lookup, argument
-/// validation, handler. Pure with respect to I/O, so tests can drive it.
-final class Dispatcher {
+/// Turns framer output into reply bytes: envelope check, table lookup, the
+/// allow/block and freeze gates, argument validation, handler. Thread-safe:
+/// the pipeline may run it on more than one worker after a resync.
+final class Dispatcher: Sendable {
     let table: CommandTable
-    let context: CommandContext
-    let verbose: Bool
+    let state: AgentState
 
-    init(table: CommandTable = .standard, verbose: Bool = false) {
+    init(table: CommandTable = .standard, state: AgentState) {
         self.table = table
-        self.context = CommandContext(table: table)
-        self.verbose = verbose
+        self.state = state
     }
 
     /// Reply bytes for one framer output, or nil when nothing is to be sent.
     func handle(_ input: QGAInputFramer.Output) -> [UInt8]? {
         switch input {
-        case .error(let error):
+        case .error(let error), .resynchronise(let error):
             return QGAReply.failure(error, id: nil).encode()
         case .value(let value):
             switch QGARequest.decode(value) {
@@ -29,22 +28,22 @@ final class Dispatcher {
     }
 
     private func execute(_ request: QGARequest) -> [UInt8]? {
-        if verbose { Log.info("request: \(request.execute)") }
+        if state.config.verbose { Log.info("request: \(request.execute)") }
         guard let spec = table[request.execute] else {
             return QGAReply.failure(.commandNotFound(request.execute), id: request.id).encode()
         }
+        if let refusal = state.isEnabled(spec) {
+            return QGAReply.failure(refusal, id: request.id).encode()
+        }
         var args = QGAArguments(request.arguments)
-        let reply: QGAReply
         do {
-            switch try spec.handler(&args, context) {
+            switch try spec.handler(&args, CommandContext(table: table, state: state)) {
             case .noReply: return nil
-            case .reply(let value): reply = .success(value, id: request.id)
+            case .reply(let value): return QGAReply.success(value, id: request.id).encode()
+            case .delimitedReply(let value): return QGAReply.success(value, id: request.id).encode(delimited: true)
             }
         } catch {
-            reply = .failure(error, id: request.id)
+            return QGAReply.failure(error, id: request.id).encode()
         }
-        let delimited = context.delimitNextReply
-        context.delimitNextReply = false
-        return reply.encode(delimited: delimited)
     }
 }

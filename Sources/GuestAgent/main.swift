@@ -1,3 +1,4 @@
+import LinuxSystem
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -5,16 +6,27 @@ import Glibc
 // A reply to a host that just closed its socket must not kill the agent.
 signal(SIGPIPE, SIG_IGN)
 
-switch AgentOptions.parse(Array(CommandLine.arguments.dropFirst())) {
+switch AgentCommandLine.parse(Array(CommandLine.arguments.dropFirst())) {
 case .exit(let code, let message):
-    _ = message.withCString { write(code == 0 ? 1 : 2, $0, strlen($0)) }
+    _ = Syscall.writeAll(fd: code == 0 ? 1 : 2, Array(message.utf8))
     exit(code)
-case .run(let options):
-    let dispatcher = Dispatcher(verbose: options.verbose)
-    switch options.method {
+case .run(let config):
+    if let logFile = config.logFile {
+        let fd = open(logFile, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+        if fd >= 0 { dup2(fd, 2) } else { Log.info("cannot open log file \(logFile): \(FileIO.errnoText())") }
+    }
+    if let pidFile = config.pidFile {
+        do { try FileIO.writeAtomically(pidFile, Array("\(getpid())\n".utf8), mode: 0o644) } catch {
+            Log.info("cannot write pid file: \(error)")
+        }
+    }
+    let state = AgentState(config: config)
+    state.freeze.recoverAfterRestart()
+    let pipeline = RequestPipeline(dispatcher: Dispatcher(state: state))
+    switch config.method {
     case .virtioSerial:
-        exit(Channel.runVirtioSerial(path: options.channelPath, dispatcher: dispatcher))
+        exit(Channel.runVirtioSerial(path: config.channelPath, pipeline: pipeline))
     case .unixListen:
-        exit(Channel.runUnixListen(path: options.channelPath, dispatcher: dispatcher))
+        exit(Channel.runUnixListen(path: config.channelPath, pipeline: pipeline))
     }
 }

@@ -110,3 +110,68 @@ public enum Subprocess {
         return try wait(pid)
     }
 }
+
+extension Subprocess {
+    /// Runs to completion feeding `input` to stdin and collecting stdout and
+    /// stderr (each up to `limit` bytes; more is read and dropped).
+    public static func runCapturing(_ argv: [String], input: [UInt8] = [], environment: [String]? = nil,
+                                    limit: Int = 1 << 20) throws(SystemError)
+        -> (status: ExitStatus, stdout: [UInt8], stderr: [UInt8])
+    {
+        var fds: [Int32] = [0, 0, 0, 0, 0, 0]
+        for i in 0..<3 {
+            var pair: [Int32] = [0, 0]
+            guard pipe(&pair) == 0 else { throw SystemError("pipe") }
+            fds[2 * i] = pair[0]
+            fds[2 * i + 1] = pair[1]
+        }
+        for fd in fds { Syscall.setCloseOnExec(fd) }
+        let pid: pid_t
+        do {
+            pid = try spawn(argv, environment: environment, stdin: fds[0], stdout: fds[3], stderr: fds[5])
+        } catch {
+            fds.forEach { close($0) }
+            throw error
+        }
+        close(fds[0])
+        close(fds[3])
+        close(fds[5])
+        var stdinFD: Int32? = fds[1]
+        var open: [(fd: Int32, index: Int)] = [(fds[2], 0), (fds[4], 1)]
+        var outputs: [[UInt8]] = [[], []]
+        var written = 0
+        for fd in [fds[1], fds[2], fds[4]] { Syscall.setNonBlocking(fd) }
+        if input.isEmpty {
+            close(fds[1])
+            stdinFD = nil
+        }
+        var buffer = [UInt8](repeating: 0, count: 16384)
+        while stdinFD != nil || !open.isEmpty {
+            var pfds = open.map { pollfd(fd: $0.fd, events: Int16(POLLIN), revents: 0) }
+            if let fd = stdinFD { pfds.append(pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)) }
+            if Syscall.retrying({ Glibc.poll(&pfds, nfds_t(pfds.count), -1) }) < 0 { break }
+            if let fd = stdinFD, let p = pfds.last, p.revents != 0 {
+                let n = input.withUnsafeBytes { raw in write(fd, raw.baseAddress! + written, raw.count - written) }
+                if n > 0 { written += n }
+                if (n < 0 && errno != EAGAIN) || written == input.count || (p.revents & Int16(POLLERR | POLLHUP)) != 0 {
+                    close(fd)
+                    stdinFD = nil
+                }
+            }
+            var finished: [Int32] = []
+            for (i, stream) in open.enumerated() where pfds[i].revents != 0 {
+                let n = buffer.withUnsafeMutableBytes { read(stream.fd, $0.baseAddress, $0.count) }
+                if n > 0 {
+                    outputs[stream.index] += buffer[0..<min(n, max(0, limit - outputs[stream.index].count))]
+                } else if n == 0 || errno != EAGAIN {
+                    finished.append(stream.fd)
+                }
+            }
+            for fd in finished {
+                close(fd)
+                open.removeAll { $0.fd == fd }
+            }
+        }
+        return (try wait(pid), outputs[0], outputs[1])
+    }
+}

@@ -86,3 +86,12 @@ public enum Syscall {
         _ = poll(nil, 0, milliseconds)
     }
 }
+
+import CLinuxSupport
+
+extension Syscall {
+    /// ioctl(2) with a pointer argument; -1 and errno on failure.
+    public static func ioctl(_ fd: Int32, _ request: UInt, _ argument: UnsafeMutableRawPointer?) -> Int32 {
+        retrying { clinux_ioctl_pointer(fd, request, argument) }
+    }
+}

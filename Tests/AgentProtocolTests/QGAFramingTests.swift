@@ -7,7 +7,12 @@ import Testing
     }
 
     private func errors(_ outputs: [QGAInputFramer.Output]) -> [QGAError] {
-        outputs.compactMap { if case .error(let e) = $0 { return e } else { return nil } }
+        outputs.compactMap {
+            switch $0 {
+            case .error(let e), .resynchronise(let e): return e
+            case .value: return nil
+            }
+        }
     }
 
     private let stream = Array(#"{"execute":"guest-ping"}{"execute":"guest-sync","arguments":{"id":5}}"#.utf8)
@@ -32,7 +37,7 @@ import Testing
         #expect(f.pendingByteCount > 0)
         out = f.feed([0xFF] + Array(#"{"execute":"guest-ping"}"#.utf8))
         #expect(errors(out).count == 1)
-        #expect(errors(out)[0].desc.contains("stray"))
+        #expect(out.first == .resynchronise(.generic("JSON parse error, stray '\u{FFFD}'")))
         #expect(values(out) == [["execute": "guest-ping"]])
     }
 

@@ -57,22 +57,29 @@ public struct JSONParser {
         case UInt8(ascii: "["): return try parseArray(depth: depth + 1)
         case UInt8(ascii: "\""), UInt8(ascii: "'"): return .string(try parseString())
         case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return try parseNumber()
-        case UInt8(ascii: "t"): return try parseKeyword("true", .bool(true))
-        case UInt8(ascii: "f"): return try parseKeyword("false", .bool(false))
-        case UInt8(ascii: "n"): return try parseKeyword("null", .null)
-        default: throw error("invalid token")
+        case let b where isIdentifierByte(b): return try parseKeyword()
+        case UInt8(ascii: "}"), UInt8(ascii: "]"): throw error("expecting value")
+        case let b: throw error("stray '\(Self.displayed(b))'")
         }
     }
 
-    private mutating func parseKeyword(_ word: String, _ value: JSONValue) throws(JSONParseError) -> JSONValue {
-        let w = Array(word.utf8)
-        guard end - pos >= w.count, Array(bytes[pos..<pos + w.count]) == w else {
-            throw error("invalid keyword")
+    /// How QEMU quotes a stray byte: itself if ASCII, U+FFFD otherwise.
+    static func displayed(_ b: UInt8) -> String {
+        b < 0x80 ? String(Unicode.Scalar(b)) : "\u{FFFD}"
+    }
+
+    private mutating func parseKeyword() throws(JSONParseError) -> JSONValue {
+        let start = pos
+        while pos < end, isIdentifierByte(bytes[pos]) { pos += 1 }
+        let word = String(decoding: bytes[start..<pos], as: UTF8.self)
+        switch word {
+        case "true": return .bool(true)
+        case "false": return .bool(false)
+        case "null": return .null
+        default:
+            pos = start
+            throw error("invalid keyword '\(word)'")
         }
-        pos += w.count
-        // A keyword must end at a delimiter: "nullx" is not null.
-        if pos < end, isIdentifierByte(bytes[pos]) { throw error("invalid keyword") }
-        return value
     }
 
     private func isIdentifierByte(_ b: UInt8) -> Bool {

@@ -1,6 +1,8 @@
-/// Serialises JSON as QEMU does on its agent and monitor channels: one line, no
-/// whitespace, ASCII only (everything else as `\uXXXX`), so that line-splitting
-/// peers such as Proxmox's regex never see a raw newline or a non-ASCII byte.
+/// Serialises JSON as QEMU's `qobject_to_json` does on its agent and monitor
+/// channels: one line, `": "` and `", "` between members, ASCII only (other
+/// characters as `\uXXXX` with upper-case hex), so that line-splitting peers
+/// such as Proxmox's regex never see a raw newline or a non-ASCII byte, and
+/// replies read like qemu-ga's.
 public enum JSONWriter {
     public static func encode(_ value: JSONValue) -> [UInt8] {
         var out: [UInt8] = []
@@ -13,6 +15,9 @@ public enum JSONWriter {
         String(decoding: encode(value), as: UTF8.self)
     }
 
+    private static let memberSeparator: [UInt8] = [UInt8(ascii: ","), UInt8(ascii: " ")]
+    private static let keySeparator: [UInt8] = [UInt8(ascii: ":"), UInt8(ascii: " ")]
+
     public static func write(_ value: JSONValue, into out: inout [UInt8]) {
         switch value {
         case .null: out.append(contentsOf: "null".utf8)
@@ -24,16 +29,16 @@ public enum JSONWriter {
         case .array(let items):
             out.append(UInt8(ascii: "["))
             for (i, item) in items.enumerated() {
-                if i > 0 { out.append(UInt8(ascii: ",")) }
+                if i > 0 { out.append(contentsOf: memberSeparator) }
                 write(item, into: &out)
             }
             out.append(UInt8(ascii: "]"))
         case .object(let obj):
             out.append(UInt8(ascii: "{"))
             for (i, member) in obj.members.enumerated() {
-                if i > 0 { out.append(UInt8(ascii: ",")) }
+                if i > 0 { out.append(contentsOf: memberSeparator) }
                 writeString(member.key, into: &out)
-                out.append(UInt8(ascii: ":"))
+                out.append(contentsOf: keySeparator)
                 write(member.value, into: &out)
             }
             out.append(UInt8(ascii: "}"))
@@ -49,7 +54,7 @@ public enum JSONWriter {
         out.append(contentsOf: d.description.utf8)
     }
 
-    private static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
+    private static let hexDigits: [UInt8] = Array("0123456789ABCDEF".utf8)
 
     private static func writeEscapedUnit(_ unit: UInt16, into out: inout [UInt8]) {
         out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "u")])

@@ -17,6 +17,9 @@ public struct QGAInputFramer: Sendable {
         case value(JSONValue)
         /// Input that could not become a value. Reply with it and carry on.
         case error(QGAError)
+        /// A flush byte (0xFF, 0xFE or a control character): the host gave up on
+        /// everything before it. Reply with the error, and forget pending work.
+        case resynchronise(QGAError)
     }
 
     /// QEMU's json-streamer limit for one token (64 MiB); we apply it to the whole request.
@@ -62,9 +65,9 @@ public struct QGAInputFramer: Sendable {
         b == 0x20 || b == 0x09 || b == 0x0A || b == 0x0D
     }
 
+    /// qemu-ga's text; a byte that is not ASCII shows as U+FFFD, as QEMU prints it.
     private static func strayDescription(_ b: UInt8) -> String {
-        let hex = String(b, radix: 16)
-        return "JSON parse error, stray '\\x\(hex.count == 1 ? "0" + hex : hex)'"
+        "JSON parse error, stray '\(JSONParser.displayed(b))'"
     }
 
     private mutating func consume(_ b: UInt8, into outputs: inout [Output]) {
@@ -76,7 +79,8 @@ public struct QGAInputFramer: Sendable {
             // qemu-ga answers every such byte with an error line; clients ignore it.
             let brokeString = quote != nil && b < 0x20
             reset()
-            outputs.append(.error(.generic(Self.strayDescription(b))))
+            let error = QGAError.generic(Self.strayDescription(b))
+            outputs.append(brokeString ? .error(error) : .resynchronise(error))
             // A raw control character inside a string leaves us mid-string: the
             // rest of that line cannot be read reliably, so skip to its end.
             if brokeString && b != 0x0A { skippingToSyncPoint = true }
@@ -109,7 +113,7 @@ public struct QGAInputFramer: Sendable {
         case UInt8(ascii: "}"), UInt8(ascii: "]"):
             flushScalar(into: &outputs)
             guard depth > 0 else {
-                outputs.append(.error(.generic("JSON parse error, stray '\(Character(Unicode.Scalar(b)))'")))
+                outputs.append(.error(.generic("JSON parse error, expecting value")))
                 return
             }
             depth -= 1

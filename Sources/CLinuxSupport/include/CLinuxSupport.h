@@ -16,6 +16,9 @@ enum {
     CLINUX_NEW_SESSION = 2,
 };
 
+/// ioctl(2) with a pointer argument (ioctl is variadic, which Swift cannot call).
+int clinux_ioctl_pointer(int fd, unsigned long request, void *argument);
+
 /// pidfd_open(2): a file descriptor that becomes readable when `pid` exits.
 int clinux_pidfd_open(pid_t pid);
 

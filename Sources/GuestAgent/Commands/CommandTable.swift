@@ -1,28 +1,29 @@
 import AgentProtocol
 
-/// What a handler produces: a value to return, or nothing at all (the commands
-/// QGA marks `success-response: false`, whose success the host observes out of band).
+/// What a handler produces: a value, a value whose line is preceded by 0xFF
+/// (guest-sync-delimited), or nothing at all (the commands QGA marks
+/// `success-response: false`, whose success the host observes out of band).
 enum CommandOutcome {
     case reply(JSONValue)
+    case delimitedReply(JSONValue)
     case noReply
 }
 
-/// One QGA command: its wire name, whether it answers on success, and its handler.
-/// The dispatcher and `guest-info` both read this table, so a command is listed
-/// only where it is implemented (style.md, "Tables, not switch sprawl").
+/// One QGA command: its wire name, whether it answers on success, whether it
+/// may run while filesystems are frozen, and its handler. The dispatcher, the
+/// allow/block lists and `guest-info` all read this table, so a command is
+/// listed only where it is implemented (style.md, "Tables, not switch sprawl").
 struct CommandSpec: Sendable {
     var name: String
     var successResponse: Bool = true
+    var allowedWhileFrozen: Bool = false
     var handler: @Sendable (inout QGAArguments, CommandContext) throws(QGAError) -> CommandOutcome
 }
 
-/// State a handler may need from the agent.
-final class CommandContext {
+/// What a handler may use: the table (for guest-info) and the agent's state.
+struct CommandContext {
     let table: CommandTable
-    /// Set by guest-sync-delimited: the next reply is prefixed with 0xFF.
-    var delimitNextReply = false
-
-    init(table: CommandTable) { self.table = table }
+    let state: AgentState
 }
 
 struct CommandTable: Sendable {
@@ -41,8 +42,11 @@ struct CommandTable: Sendable {
         index[name].map { specs[$0] }
     }
 
-    /// Every command this agent implements, in registration order.
+    /// Every command this agent implements, grouped as in protocol.md.
     static let standard = CommandTable(
-        SyncCommands.specs + InfoCommands.specs + ShutdownCommand.specs
+        SyncCommands.specs + InfoCommands.specs + PowerCommands.specs + TimeCommands.specs
+            + HostInfoCommands.specs + CPUCommands.specs + MemoryCommands.specs + NetworkCommands.specs
+            + FilesystemCommands.specs + FreezeCommands.specs + FileCommands.specs + ExecCommands.specs
+            + UserCommands.specs
     )
 }

@@ -1,13 +1,14 @@
 import AgentProtocol
 
-/// guest-info: the agent's version and every command it knows, from the table.
+/// guest-info: the agent's version and every command it knows, from the table,
+/// with `enabled` as the allow/block lists and the freeze state have it now.
 enum InfoCommands {
     static let specs: [CommandSpec] = [
-        CommandSpec(name: "guest-info") { args, context throws(QGAError) in
+        CommandSpec(name: "guest-info", allowedWhileFrozen: true) { args, context throws(QGAError) in
             try args.finish()
             let commands: [JSONValue] = context.table.specs.map { spec in
                 .object([
-                    "enabled": .bool(true),
+                    "enabled": .bool(context.state.isEnabled(spec) == nil),
                     "name": .string(spec.name),
                     "success-response": .bool(spec.successResponse),
                 ])

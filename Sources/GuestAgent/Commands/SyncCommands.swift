@@ -3,18 +3,17 @@ import AgentProtocol
 /// guest-sync, guest-sync-delimited and guest-ping (protocols.md §1.3).
 enum SyncCommands {
     static let specs: [CommandSpec] = [
-        CommandSpec(name: "guest-sync-delimited") { args, context throws(QGAError) in
+        CommandSpec(name: "guest-sync-delimited", allowedWhileFrozen: true) { args, _ throws(QGAError) in
             let id = try args.int("id")
             try args.finish()
-            context.delimitNextReply = true
-            return .reply(.int(id))
+            return .delimitedReply(.int(id))
         },
-        CommandSpec(name: "guest-sync") { args, _ throws(QGAError) in
+        CommandSpec(name: "guest-sync", allowedWhileFrozen: true) { args, _ throws(QGAError) in
             let id = try args.int("id")
             try args.finish()
             return .reply(.int(id))
         },
-        CommandSpec(name: "guest-ping") { args, _ throws(QGAError) in
+        CommandSpec(name: "guest-ping", allowedWhileFrozen: true) { args, _ throws(QGAError) in
             try args.finish()
             return .reply(.object([:]))
         },
