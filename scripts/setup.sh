@@ -8,7 +8,7 @@ set -euo pipefail
 # from there too, downloaded by `hostvmm image build`), and the tools the image
 # builder calls.
 BACKPORTS_PACKAGES=(qemu-system-x86 qemu-guest-agent)
-PACKAGES=(kmod busybox-static cpio xz-utils zstd python3 ca-certificates)
+PACKAGES=(kmod busybox-static cpio xz-utils zstd python3 ca-certificates systemd)
 
 log() { printf 'setup: %s\n' "$*"; }
 

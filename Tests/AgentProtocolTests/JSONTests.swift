@@ -53,15 +53,16 @@ import Testing
 }
 
 @Suite struct JSONWriterTests {
-    @Test func writesCompactASCII() {
+    @Test func writesQEMUStyleASCII() {
         let v: JSONValue = ["s": "é\n\"\u{1}", "n": 3, "a": [true, nil]]
         let text = JSONWriter.string(v)
-        #expect(text == #"{"s":"\u00e9\n\"\u0001","n":3,"a":[true,null]}"#)
+        // qemu-ga's layout: ": " and ", " separators, upper-case hex escapes.
+        #expect(text == #"{"s": "\u00E9\n\"\u0001", "n": 3, "a": [true, null]}"#)
         #expect(JSONWriter.encode(v).allSatisfy { $0 < 0x80 && $0 != 0x0A })
     }
 
     @Test func writesAstralCharactersAsSurrogatePairs() {
-        #expect(JSONWriter.string("😀") == #""\ud83d\ude00""#)
+        #expect(JSONWriter.string("😀") == #""\uD83D\uDE00""#)
     }
 
     @Test func roundTrips() throws {

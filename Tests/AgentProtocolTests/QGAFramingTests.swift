@@ -117,13 +117,13 @@ import Testing
 @Suite struct QGAReplyTests {
     @Test func syncDelimitedReplyStartsWithFFAndEndsWithLF() {
         let bytes = QGAReply.success(.int(42), id: nil).encode(delimited: true)
-        #expect(bytes == [0xFF] + Array(#"{"return":42}"#.utf8) + [0x0A])
+        #expect(bytes == [0xFF] + Array(#"{"return": 42}"#.utf8) + [0x0A])
     }
 
     @Test func errorReplyHasClassAndDesc() {
         let bytes = QGAReply.failure(.commandNotFound("x"), id: .int(1)).encode()
         #expect(String(decoding: bytes, as: UTF8.self)
-            == #"{"error":{"class":"CommandNotFound","desc":"The command x has not been found"},"id":1}"# + "\n")
+            == #"{"error": {"class": "CommandNotFound", "desc": "The command x has not been found"}, "id": 1}"# + "\n")
     }
 
     @Test func decodesRepliesIncludingUnknownClasses() throws {

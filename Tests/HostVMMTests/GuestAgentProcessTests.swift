@@ -14,8 +14,8 @@ import Testing
         // Proxmox writes both requests at once and parses with a regex (protocols.md §0 finding 2).
         c.send("{\"execute\":\"guest-sync-delimited\",\"arguments\":{\"id\":1234}}\n{\"execute\":\"guest-ping\",\"arguments\":{}}\n")
         let lines = try c.readLines(2)
-        #expect(lines[0] == [0xFF] + Array(#"{"return":1234}"#.utf8))
-        #expect(lines[1] == Array(#"{"return":{}}"#.utf8))
+        #expect(lines[0] == [0xFF] + Array(#"{"return": 1234}"#.utf8))
+        #expect(lines[1] == Array(#"{"return": {}}"#.utf8))
     }
 
     @Test func guestInfoListsItsCommands() throws {
@@ -34,12 +34,12 @@ import Testing
     @Test func fragmentsGarbageAndDelimiterDoNotStopIt() throws {
         let c = try agent.connect()
         for byte in Array(#"{"execute":"guest-ping","id":1}"#.utf8) { c.send([byte]) }
-        #expect(try c.readLineText() == #"{"return":{},"id":1}"#)
+        #expect(try c.readLineText() == #"{"return": {}, "id": 1}"#)
         c.send(Array("{\"execute\":\"gue".utf8) + [0xFF] + Array("nonsense\n{\"execute\":\"guest-ping\",\"id\":2}".utf8))
         let lines = try c.readLines(3).map { String(decoding: $0, as: UTF8.self) }
         #expect(lines[0].contains("GenericError"))
         #expect(lines[1].contains("GenericError"))
-        #expect(lines[2] == #"{"return":{},"id":2}"#)
+        #expect(lines[2] == #"{"return": {}, "id": 2}"#)
     }
 
     @Test func errorsHaveQemuGaClasses() throws {
@@ -60,7 +60,7 @@ import Testing
         c.send(big)
         let lines = try c.readLines(2, timeout: 60).map { String(decoding: $0, as: UTF8.self) }
         #expect(lines[0].contains("larger than"))
-        #expect(lines[1] == #"{"return":{},"id":3}"#)
+        #expect(lines[1] == #"{"return": {}, "id": 3}"#)
     }
 
     @Test func hostDisconnectingMidMessageLosesNothingForTheNextHost() throws {
@@ -70,7 +70,7 @@ import Testing
         }
         let second = try agent.connect()
         second.send(#"{"execute":"guest-ping","id":4}"#)
-        #expect(try second.readLineText() == #"{"return":{},"id":4}"#)
+        #expect(try second.readLineText() == #"{"return": {}, "id": 4}"#)
     }
 
     @Test func shutdownWithABadModeAnswersAnError() throws {

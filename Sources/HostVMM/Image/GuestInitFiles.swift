@@ -29,6 +29,7 @@ enum GuestInitFiles {
         mkdir -p /dev/pts /dev/virtio-ports /run /tmp /var/run
         mount -t tmpfs -o mode=0755 tmpfs /run
         mount -t tmpfs tmpfs /tmp
+        ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up
         while read -r module; do
             insmod "/lib/modules/$module" || echo "rcS: cannot load $module"
         done < /etc/modules.load
@@ -50,6 +51,15 @@ enum GuestInitFiles {
         #!/bin/sh
         echo "hostvmm-guest: shutting down"
         sync
+
+        """
+
+    /// What guest-get-osinfo reports for this guest.
+    static let osRelease = """
+        NAME="hostvmm embedded guest"
+        ID=hostvmm-embedded
+        PRETTY_NAME="hostvmm embedded guest (busybox, Debian kernel)"
+        VERSION_ID=1
 
         """
 

@@ -94,6 +94,7 @@ public struct ImageBuilder {
         archive.add("etc/init.d/rcS", .file(Array(GuestInitFiles.rcS.utf8)))
         archive.add("etc/init.d/rcK", .file(Array(GuestInitFiles.rcK.utf8)))
         archive.add("etc/acpi/PWRF/00000080", .file(Array(GuestInitFiles.powerButton.utf8)))
+        archive.add("etc/os-release", .file(Array(GuestInitFiles.osRelease.utf8)), permissions: 0o644)
         var loadList = ""
         let xz = try HostTool.xz.locate()
         for path in order {
@@ -144,7 +145,8 @@ public struct ImageBuilder {
         let sums = try runTool([sha] + files)
             .split(separator: "\n").map { $0.split(separator: " ").first.map(String.init) ?? "" }
         let description = ([Self.layoutVersion, kernel.packageName] + sums + GuestInitFiles.modules
-            + [GuestInitFiles.inittab, GuestInitFiles.rcS, GuestInitFiles.rcK, GuestInitFiles.powerButton])
+            + [GuestInitFiles.inittab, GuestInitFiles.rcS, GuestInitFiles.rcK, GuestInitFiles.powerButton,
+               GuestInitFiles.osRelease])
             .joined(separator: "\n")
         let tmp = "\(cacheDir)/key-\(getpid()).txt"
         try Data(description.utf8).write(to: URL(fileURLWithPath: tmp))

@@ -1,0 +1,32 @@
+import Foundation
+import Testing
+
+/// The systemd unit and udev rule that start guest-agent like Debian's
+/// qemu-guest-agent; systemd's own verifier checks the unit.
+@Suite struct PackagingTests {
+    @Test func installsBinaryUnitAndRule() throws {
+        let root = try TestEnvironment.temporaryDirectory("pkg")
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let r = try runCommand("/bin/bash", ["\(TestEnvironment.packageRoot)/packaging/install.sh", TestEnvironment.guestAgent, root])
+        #expect(r.status == 0, "\(r.output)")
+        let fm = FileManager.default
+        #expect(fm.isExecutableFile(atPath: "\(root)/usr/sbin/guest-agent"))
+        let rule = try String(contentsOfFile: "\(root)/lib/udev/rules.d/60-guest-agent.rules", encoding: .utf8)
+        #expect(rule.contains(#"ATTR{name}=="org.qemu.guest_agent.0""#))
+        #expect(rule.contains(#"ENV{SYSTEMD_WANTS}+="guest-agent.service""#))
+        let unit = try String(contentsOfFile: "\(root)/lib/systemd/system/guest-agent.service", encoding: .utf8)
+        #expect(unit.contains(#"BindsTo=dev-virtio\x2dports-org.qemu.guest_agent.0.device"#))
+    }
+
+    @Test func systemdAcceptsTheUnit() throws {
+        let dir = try TestEnvironment.temporaryDirectory("unit")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // verify checks that ExecStart exists: point it at the binary we built.
+        let unit = try String(contentsOfFile: "\(TestEnvironment.packageRoot)/packaging/guest-agent.service", encoding: .utf8)
+            .replacingOccurrences(of: "/usr/sbin/guest-agent", with: TestEnvironment.guestAgent)
+        try unit.write(toFile: "\(dir)/guest-agent.service", atomically: true, encoding: .utf8)
+        let r = try runCommand("/usr/bin/systemd-analyze", ["verify", "\(dir)/guest-agent.service"])
+        #expect(r.status == 0, "\(r.output)")
+        #expect(r.output.isEmpty, "systemd-analyze complained: \(r.output)")
+    }
+}
