@@ -151,7 +151,7 @@ enum AgentCommandLine {
         init(_ m: String) { message = m }
     }
 
-    static func parse(_ args: [String], environment: [String: String] = currentEnvironment(),
+    static func parse(_ args: [String], environment: (String) -> String? = { getenv($0).map { String(cString: $0) } },
                       readFile: (String) -> String? = FileIO.readText) -> Result
     {
         let tokens: [(Character, String?)]
@@ -162,14 +162,14 @@ enum AgentCommandLine {
         var config = AgentConfig()
         // The config file first, so that options override it.
         let explicitConfig = tokens.last { $0.0 == "c" }?.1
-        let configPath = explicitConfig ?? environment["QGA_CONF"] ?? AgentConfig.defaultConfigPath
+        let configPath = explicitConfig ?? environment("QGA_CONF") ?? AgentConfig.defaultConfigPath
         if let text = readFile(configPath) {
             do {
                 try apply(configFile: text, to: &config)
             } catch {
                 return .exit(code: 1, message: "guest-agent: \(configPath): \(error.message)\n")
             }
-        } else if explicitConfig != nil || environment["QGA_CONF"] != nil {
+        } else if explicitConfig != nil || environment("QGA_CONF") != nil {
             return .exit(code: 1, message: "guest-agent: cannot read config file \(configPath)\n")
         }
         var dump = false
@@ -249,17 +249,6 @@ enum AgentCommandLine {
             default: throw ParseError("line \(number + 1): unknown key '\(key)'")
             }
         }
-    }
-
-    static func currentEnvironment() -> [String: String] {
-        var result: [String: String] = [:]
-        var p = environ
-        while let entry = p.pointee {
-            let s = String(cString: entry)
-            if let eq = s.firstIndex(of: "=") { result[String(s[..<eq])] = String(s[s.index(after: eq)...]) }
-            p += 1
-        }
-        return result
     }
 }
 

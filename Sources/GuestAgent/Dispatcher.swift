@@ -12,6 +12,13 @@ final class Dispatcher: Sendable {
         self.state = state
     }
 
+    /// Whether the reading thread may handle this input itself (see `CommandSpec.runsInline`).
+    func runsInline(_ input: QGAInputFramer.Output) -> Bool {
+        guard case .value(let value) = input else { return true }
+        guard let name = value["execute"]?.stringValue else { return true }
+        return table[name]?.runsInline ?? true  // unknown commands are answered at once
+    }
+
     /// Reply bytes for one framer output, or nil when nothing is to be sent.
     func handle(_ input: QGAInputFramer.Output) -> [UInt8]? {
         switch input {

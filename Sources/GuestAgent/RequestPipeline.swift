@@ -44,9 +44,19 @@ final class RequestPipeline: @unchecked Sendable {
     func submit(_ input: QGAInputFramer.Output) {
         monitor.withLock {
             if case .resynchronise = input { newEpochLocked() }
+            // Fast path: nothing ahead of it, and it cannot block: answer here.
+            if !busy && queue.isEmpty && dispatcher.runsInline(input) {
+                if let reply = dispatcher.handle(input), outputFD >= 0 { write(reply) }
+                return
+            }
             queue.append((epoch, input))
             monitor.broadcast()
         }
+    }
+
+    /// Called with the lock held, so replies never interleave.
+    private func write(_ reply: [UInt8]) {
+        if !Syscall.writeAll(fd: outputFD, reply) { Log.info("reply dropped: the host is not reading") }
     }
 
     private func newEpochLocked() {
@@ -76,9 +86,7 @@ final class RequestPipeline: @unchecked Sendable {
             let keepGoing: Bool = monitor.withLock {
                 guard generation == mine else { return false }
                 busy = false
-                if let reply, item.epoch == epoch, outputFD >= 0 {
-                    if !Syscall.writeAll(fd: outputFD, reply) { Log.info("reply dropped: the host is not reading") }
-                }
+                if let reply, item.epoch == epoch, outputFD >= 0 { write(reply) }
                 return true
             }
             if !keepGoing { return }

@@ -67,10 +67,18 @@ public enum JSONValue: Sendable, Equatable {
     }
 }
 
+/// One member of a JSON object. A named struct rather than a tuple: an array
+/// of tuples needs its type metadata built at run time from a mangled name,
+/// which costs the guest agent resident memory for the runtime's demangler.
+public struct JSONMember: Sendable, Equatable {
+    public var key: String
+    public var value: JSONValue
+}
+
 /// A JSON object with its members in the order they were written. A repeated key
 /// replaces the earlier value, as QEMU's `qdict_put` does.
 public struct JSONObject: Sendable, Equatable, ExpressibleByDictionaryLiteral {
-    public private(set) var members: [(key: String, value: JSONValue)] = []
+    public private(set) var members: [JSONMember] = []
 
     public init() {}
 
@@ -92,7 +100,7 @@ public struct JSONObject: Sendable, Equatable, ExpressibleByDictionaryLiteral {
             if let i = members.firstIndex(where: { $0.key == key }) {
                 if let newValue { members[i].value = newValue } else { members.remove(at: i) }
             } else if let newValue {
-                members.append((key, newValue))
+                members.append(JSONMember(key: key, value: newValue))
             }
         }
     }

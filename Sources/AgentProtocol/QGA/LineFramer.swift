@@ -29,7 +29,11 @@ public struct LineFramer: Sendable {
         droppedBytes = nil
     }
 
-    public mutating func feed<Bytes: Sequence>(_ bytes: Bytes) -> [Output] where Bytes.Element == UInt8 {
+    public mutating func feed(_ bytes: [UInt8]) -> [Output] {
+        bytes.withUnsafeBufferPointer { feed($0) }
+    }
+
+    public mutating func feed(_ bytes: UnsafeBufferPointer<UInt8>) -> [Output] {
         var outputs: [Output] = []
         for b in bytes {
             if delimiterResets && b == QGAReply.delimiter {

@@ -42,7 +42,18 @@ public struct QGAInputFramer: Sendable {
     /// Bytes of a request still waiting for its end.
     public var pendingByteCount: Int { buffer.count }
 
-    public mutating func feed<Bytes: Sequence>(_ bytes: Bytes) -> [Output] where Bytes.Element == UInt8 {
+    // Concrete overloads rather than one generic over Sequence: a generic call
+    // across modules makes the runtime build type metadata from mangled names
+    // on every call, which costs the guest agent time and resident memory.
+    public mutating func feed(_ bytes: [UInt8]) -> [Output] {
+        bytes.withUnsafeBufferPointer { feed($0) }
+    }
+
+    public mutating func feed(_ bytes: ArraySlice<UInt8>) -> [Output] {
+        bytes.withUnsafeBufferPointer { feed($0) }
+    }
+
+    public mutating func feed(_ bytes: UnsafeBufferPointer<UInt8>) -> [Output] {
         var outputs: [Output] = []
         for b in bytes { consume(b, into: &outputs) }
         return outputs

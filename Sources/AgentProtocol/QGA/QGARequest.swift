@@ -23,7 +23,8 @@ public struct QGARequest: Sendable, Equatable {
         }
         var execute: String?
         var arguments = JSONObject()
-        for (key, member) in obj.members {
+        for m in obj.members {
+            let (key, member) = (m.key, m.value)
             switch key {
             case "execute":
                 guard case .string(let s) = member else { return fail("QMP input member 'execute' must be a string") }

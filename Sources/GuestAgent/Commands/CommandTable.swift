@@ -17,6 +17,10 @@ struct CommandSpec: Sendable {
     var name: String
     var successResponse: Bool = true
     var allowedWhileFrozen: Bool = false
+    /// Cheap and never blocks (no child processes, no filesystem I/O that can
+    /// stall): the reading thread may answer it directly when nothing is queued,
+    /// saving the hand-off to the worker thread.
+    var runsInline: Bool = false
     var handler: @Sendable (inout QGAArguments, CommandContext) throws(QGAError) -> CommandOutcome
 }
 

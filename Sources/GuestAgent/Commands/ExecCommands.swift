@@ -69,7 +69,7 @@ enum ExecCommands {
             let pid = try start(path: path, argv: argv, env: env, input: input, capture: capture, table: context.state.processes)
             return .reply(.object(["pid": .int(pid)]))
         },
-        CommandSpec(name: "guest-exec-status") { args, context throws(QGAError) in
+        CommandSpec(name: "guest-exec-status", runsInline: true) { args, context throws(QGAError) in
             let pid = try args.int("pid")
             try args.finish()
             return .reply(try context.state.processes.status(pid))

@@ -43,7 +43,7 @@ enum FreezeCommands {
     static let FITHAW: UInt = 0xC004_5878
 
     static let specs: [CommandSpec] = [
-        CommandSpec(name: "guest-fsfreeze-status", allowedWhileFrozen: true) { args, context throws(QGAError) in
+        CommandSpec(name: "guest-fsfreeze-status", allowedWhileFrozen: true, runsInline: true) { args, context throws(QGAError) in
             try args.finish()
             return .reply(.string(context.state.freeze.isFrozen ? "frozen" : "thawed"))
         },

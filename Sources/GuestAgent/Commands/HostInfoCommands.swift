@@ -7,7 +7,7 @@ import Glibc
 /// guest-get-host-name, guest-get-osinfo, guest-get-users, guest-get-load.
 enum HostInfoCommands {
     static let specs: [CommandSpec] = [
-        CommandSpec(name: "guest-get-host-name") { args, _ throws(QGAError) in
+        CommandSpec(name: "guest-get-host-name", runsInline: true) { args, _ throws(QGAError) in
             try args.finish()
             var buffer = [CChar](repeating: 0, count: 256)
             guard gethostname(&buffer, buffer.count) == 0 else {
@@ -15,7 +15,7 @@ enum HostInfoCommands {
             }
             return .reply(.object(["host-name": .string(String(cString: buffer))]))
         },
-        CommandSpec(name: "guest-get-osinfo") { args, _ throws(QGAError) in
+        CommandSpec(name: "guest-get-osinfo", runsInline: true) { args, _ throws(QGAError) in
             try args.finish()
             return .reply(.object(osInfo()))
         },
@@ -23,7 +23,7 @@ enum HostInfoCommands {
             try args.finish()
             return .reply(.array(loggedInUsers()))
         },
-        CommandSpec(name: "guest-get-load") { args, _ throws(QGAError) in
+        CommandSpec(name: "guest-get-load", runsInline: true) { args, _ throws(QGAError) in
             try args.finish()
             guard let text = FileIO.readLine("/proc/loadavg") else {
                 throw .generic("cannot read /proc/loadavg: \(FileIO.errnoText())")

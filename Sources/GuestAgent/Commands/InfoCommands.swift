@@ -4,7 +4,7 @@ import AgentProtocol
 /// with `enabled` as the allow/block lists and the freeze state have it now.
 enum InfoCommands {
     static let specs: [CommandSpec] = [
-        CommandSpec(name: "guest-info", allowedWhileFrozen: true) { args, context throws(QGAError) in
+        CommandSpec(name: "guest-info", allowedWhileFrozen: true, runsInline: true) { args, context throws(QGAError) in
             try args.finish()
             let commands: [JSONValue] = context.table.specs.map { spec in
                 .object([

@@ -9,7 +9,7 @@ enum TimeCommands {
     static let hwclock = "/sbin/hwclock"
 
     static let specs: [CommandSpec] = [
-        CommandSpec(name: "guest-get-time") { args, _ throws(QGAError) in
+        CommandSpec(name: "guest-get-time", runsInline: true) { args, _ throws(QGAError) in
             try args.finish()
             var ts = timespec()
             clock_gettime(CLOCK_REALTIME, &ts)
@@ -38,7 +38,7 @@ enum TimeCommands {
             try PowerCommands.runChild([hwclock, "-s"], failure: "set system time")
             return .reply(.object([:]))
         },
-        CommandSpec(name: "guest-get-timezone") { args, _ throws(QGAError) in
+        CommandSpec(name: "guest-get-timezone", runsInline: true) { args, _ throws(QGAError) in
             try args.finish()
             var now = time(nil)
             var local = tm()

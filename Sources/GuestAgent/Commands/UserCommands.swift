@@ -79,9 +79,17 @@ enum UserCommands {
         var keysFile: String { "\(sshDir)/authorized_keys" }
     }
 
-    static func lookup(_ name: String) throws(QGAError) -> User {
-        guard let pw = getpwnam(name) else { throw .generic("failed to lookup user '\(name)'") }
-        return User(name: name, home: String(cString: pw.pointee.pw_dir), uid: pw.pointee.pw_uid, gid: pw.pointee.pw_gid)
+    /// Reads /etc/passwd directly. The agent is a static executable, and
+    /// getpwnam in a static glibc would load the guest's NSS modules, which
+    /// must then match our glibc exactly: local accounts are what a host
+    /// provisions keys and passwords for (see protocol.md §1.7).
+    static func lookup(_ name: String, passwd: String? = FileIO.readText("/etc/passwd")) throws(QGAError) -> User {
+        for line in (passwd ?? "").split(separator: "\n") {
+            let f = line.split(separator: ":", omittingEmptySubsequences: false)
+            guard f.count >= 7, f[0] == name, let uid = uid_t(f[2]), let gid = gid_t(f[3]) else { continue }
+            return User(name: name, home: String(f[5]), uid: uid, gid: gid)
+        }
+        throw .generic("failed to lookup user '\(name)'")
     }
 
     private static func keys(in text: String) -> [String] {

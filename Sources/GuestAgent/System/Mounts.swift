@@ -99,7 +99,7 @@ enum DiskAddress {
                 break
             }
         }
-        var address: JSONObject = [
+        let address: JSONObject = [
             "pci-controller": .object([
                 "domain": .int(pci.domain), "bus": .int(pci.bus), "slot": .int(pci.slot), "function": .int(pci.function),
             ]),
