@@ -18,7 +18,7 @@ public enum Threads {
         pthread_attr_init(&attributes)
         pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED))
         // Small stacks: the agent's threads run handlers and pipe readers, not recursion.
-        pthread_attr_setstacksize(&attributes, 512 << 10)
+        pthread_attr_setstacksize(&attributes, 1 << 20)
         let r = pthread_create(&thread, &attributes, { raw in
             let body = Unmanaged<Body>.fromOpaque(raw!).takeRetainedValue()
             body.run()

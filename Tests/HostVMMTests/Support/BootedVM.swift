@@ -35,6 +35,16 @@ final class BootedVM {
         return try JSONParser.parse(r.output)
     }
 
+    /// Events `hostvmm up` printed so far ("event: {...}" lines), parsed.
+    func events(named name: String) -> [JSONValue] {
+        var found: [JSONValue] = []
+        for line in up.output where line.hasPrefix("event: ") {
+            guard let event = try? JSONParser.parse(String(line.dropFirst(7))) else { continue }
+            if event["event"]?.stringValue == name { found.append(event) }
+        }
+        return found
+    }
+
     /// Waits for `hostvmm up` to exit; nil if it did not within the bound.
     func upExitCode(timeout: TimeInterval = 120) -> Int32? { up.exitCode(timeout: timeout) }
 
