@@ -112,40 +112,21 @@ public enum Subprocess {
 }
 
 extension Subprocess {
-    /// Runs to completion feeding `input` to stdin and collecting stdout and
-    /// stderr (each up to `limit` bytes; more is read and dropped).
-    public static func runCapturing(_ argv: [String], input: [UInt8] = [], environment: [String]? = nil,
-                                    limit: Int = 1 << 20) throws(SystemError)
-        -> (status: ExitStatus, stdout: [UInt8], stderr: [UInt8])
+    /// Feeds `input` to `stdin` (then closes it) while reading each of
+    /// `outputs` until end of file, handing every chunk to `onData` with the
+    /// index of its stream. Closes every fd it was given. Blocks until done.
+    public static func pump(stdin: Int32?, input: [UInt8], outputs: [Int32],
+                            onData: (_ stream: Int, _ chunk: ArraySlice<UInt8>) -> Void)
     {
-        var fds: [Int32] = [0, 0, 0, 0, 0, 0]
-        for i in 0..<3 {
-            var pair: [Int32] = [0, 0]
-            guard pipe(&pair) == 0 else { throw SystemError("pipe") }
-            fds[2 * i] = pair[0]
-            fds[2 * i + 1] = pair[1]
-        }
-        for fd in fds { Syscall.setCloseOnExec(fd) }
-        let pid: pid_t
-        do {
-            pid = try spawn(argv, environment: environment, stdin: fds[0], stdout: fds[3], stderr: fds[5])
-        } catch {
-            fds.forEach { close($0) }
-            throw error
-        }
-        close(fds[0])
-        close(fds[3])
-        close(fds[5])
-        var stdinFD: Int32? = fds[1]
-        var open: [(fd: Int32, index: Int)] = [(fds[2], 0), (fds[4], 1)]
-        var outputs: [[UInt8]] = [[], []]
+        var stdinFD = stdin
+        var open = outputs.enumerated().map { (fd: $0.element, index: $0.offset) }
         var written = 0
-        for fd in [fds[1], fds[2], fds[4]] { Syscall.setNonBlocking(fd) }
-        if input.isEmpty {
-            close(fds[1])
+        for fd in ([stdin].compactMap { $0 } + outputs) { Syscall.setNonBlocking(fd) }
+        if let fd = stdinFD, input.isEmpty {
+            close(fd)
             stdinFD = nil
         }
-        var buffer = [UInt8](repeating: 0, count: 16384)
+        var buffer = [UInt8](repeating: 0, count: 65536)
         while stdinFD != nil || !open.isEmpty {
             var pfds = open.map { pollfd(fd: $0.fd, events: Int16(POLLIN), revents: 0) }
             if let fd = stdinFD { pfds.append(pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)) }
@@ -162,7 +143,7 @@ extension Subprocess {
             for (i, stream) in open.enumerated() where pfds[i].revents != 0 {
                 let n = buffer.withUnsafeMutableBytes { read(stream.fd, $0.baseAddress, $0.count) }
                 if n > 0 {
-                    outputs[stream.index] += buffer[0..<min(n, max(0, limit - outputs[stream.index].count))]
+                    onData(stream.index, buffer[0..<n])
                 } else if n == 0 || errno != EAGAIN {
                     finished.append(stream.fd)
                 }
@@ -171,6 +152,36 @@ extension Subprocess {
                 close(fd)
                 open.removeAll { $0.fd == fd }
             }
+        }
+    }
+
+    /// Runs to completion feeding `input` to stdin and collecting stdout and
+    /// stderr (each up to `limit` bytes; more is read and dropped).
+    public static func runCapturing(_ argv: [String], input: [UInt8] = [], environment: [String]? = nil,
+                                    limit: Int = 1 << 20) throws(SystemError)
+        -> (status: ExitStatus, stdout: [UInt8], stderr: [UInt8])
+    {
+        var fds: [Int32] = []
+        for _ in 0..<3 {
+            var pair: [Int32] = [0, 0]
+            guard pipe(&pair) == 0 else {
+                fds.forEach { close($0) }
+                throw SystemError("pipe")
+            }
+            fds += pair
+        }
+        for fd in fds { Syscall.setCloseOnExec(fd) }
+        let pid: pid_t
+        do {
+            pid = try spawn(argv, environment: environment, stdin: fds[0], stdout: fds[3], stderr: fds[5])
+        } catch {
+            fds.forEach { close($0) }
+            throw error
+        }
+        for fd in [fds[0], fds[3], fds[5]] { close(fd) }
+        var outputs: [[UInt8]] = [[], []]
+        pump(stdin: fds[1], input: input, outputs: [fds[2], fds[4]]) { stream, chunk in
+            outputs[stream] += chunk.prefix(max(0, limit - outputs[stream].count))
         }
         return (try wait(pid), outputs[0], outputs[1])
     }

@@ -140,51 +140,18 @@ enum ExecCommands {
 
     /// Feeds stdin, gathers output (dropping what exceeds the cap), then reaps.
     private static func collect(pid: pid_t, stdin: Int32?, input: [UInt8], out: Int32?, err: Int32?, table: ExecTable) {
-        var stdinFD = stdin
-        var written = 0
-        var streams: [(fd: Int32, isOut: Bool)] = []
-        if let out { streams.append((out, true)) }
-        if let err { streams.append((err, false)) }
-        for fd in [stdin, out, err].compactMap({ $0 }) { Syscall.setNonBlocking(fd) }
-        if let fd = stdinFD, input.isEmpty {
-            close(fd)
-            stdinFD = nil
-        }
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while stdinFD != nil || !streams.isEmpty {
-            var pfds = streams.map { pollfd(fd: $0.fd, events: Int16(POLLIN), revents: 0) }
-            if let fd = stdinFD { pfds.append(pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)) }
-            if Syscall.retrying({ poll(&pfds, nfds_t(pfds.count), -1) }) < 0 { break }
-            if let fd = stdinFD, let p = pfds.last, p.revents != 0 {
-                let n = input.withUnsafeBytes { raw in write(fd, raw.baseAddress! + written, raw.count - written) }
-                if n > 0 { written += n }
-                if n < 0 && errno != EAGAIN || written == input.count || (p.revents & Int16(POLLERR | POLLHUP)) != 0 {
-                    close(fd)
-                    stdinFD = nil
+        let streams = [(out, true), (err, false)].compactMap { fd, isOut in fd.map { ($0, isOut) } }
+        Subprocess.pump(stdin: stdin, input: input, outputs: streams.map(\.0)) { index, chunk in
+            let isOut = streams[index].1
+            table.update(Int64(pid)) { r in
+                let room = max(0, maxCapture - (isOut ? r.out.count : r.err.count))
+                if isOut {
+                    r.out += chunk.prefix(room)
+                    if chunk.count > room { r.outTruncated = true }
+                } else {
+                    r.err += chunk.prefix(room)
+                    if chunk.count > room { r.errTruncated = true }
                 }
-            }
-            var closed: [Int32] = []
-            for (i, stream) in streams.enumerated() where pfds[i].revents != 0 {
-                let n = buffer.withUnsafeMutableBytes { read(stream.fd, $0.baseAddress, $0.count) }
-                if n > 0 {
-                    let chunk = buffer[0..<n]
-                    table.update(Int64(pid)) { r in
-                        let room = maxCapture - (stream.isOut ? r.out.count : r.err.count)
-                        if stream.isOut {
-                            r.out += chunk.prefix(max(0, room))
-                            if n > room { r.outTruncated = true }
-                        } else {
-                            r.err += chunk.prefix(max(0, room))
-                            if n > room { r.errTruncated = true }
-                        }
-                    }
-                } else if n == 0 || errno != EAGAIN {
-                    closed.append(stream.fd)
-                }
-            }
-            for fd in closed {
-                close(fd)
-                streams.removeAll { $0.fd == fd }
             }
         }
         let status = (try? Subprocess.wait(pid)) ?? .exited(-1)
