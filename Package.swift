@@ -23,12 +23,15 @@ let package = Package(
         .target(name: "CLinuxSupport"),
         // Thin, typed wrappers over the syscalls both binaries use (sockets, spawn, errors).
         .target(name: "LinuxSystem", dependencies: ["CLinuxSupport"]),
-        .target(name: "HostVMM", dependencies: ["AgentProtocol", "LinuxSystem", "CLinuxSupport"]),
+        // Guest panics: event decoding, policy, crash bundles. Knows nothing of QMP's transport.
+        .target(name: "pvpanic", dependencies: ["AgentProtocol"]),
+        .target(name: "HostVMM", dependencies: ["AgentProtocol", "LinuxSystem", "CLinuxSupport", "pvpanic"]),
         .executableTarget(
             name: "HostVMMCLI",
-            dependencies: ["HostVMM", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["HostVMM", "pvpanic", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(name: "AgentProtocolTests", dependencies: ["AgentProtocol"]),
-        .testTarget(name: "HostVMMTests", dependencies: ["HostVMM", "AgentProtocol"]),
+        .testTarget(name: "PanicTests", dependencies: ["pvpanic", "AgentProtocol"]),
+        .testTarget(name: "HostVMMTests", dependencies: ["HostVMM", "AgentProtocol", "pvpanic"]),
     ]
 )

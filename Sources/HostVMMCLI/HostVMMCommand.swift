@@ -13,7 +13,8 @@ struct HostVMMCommand: ParsableCommand {
             """,
         subcommands: [
             UpCommand.self, StatusCommand.self, PingCommand.self, AgentCommand.self, ShutdownCommand.self,
-            EventsCommand.self, DownCommand.self, ConsoleCommand.self, ImageCommand.self,
+            EventsCommand.self, DownCommand.self, ConsoleCommand.self, BalloonCommand.self, CrashesCommand.self,
+            ImageCommand.self,
         ]
     )
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import HostVMM
 import LinuxSystem
+import pvpanic
 
 struct UpCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -45,11 +46,25 @@ struct UpCommand: ParsableCommand {
     @Option(name: .long, help: "QEMU binary.")
     var qemu: String?
 
+    @Option(name: .long, help: "After a guest panic is captured: restart (stays paused after 3 panics in 10 minutes), pause, poweroff or preserve (pause and never prune the bundle).")
+    var onPanic: String = PanicPolicy.restart.rawValue
+
+    @Option(name: .long, help: "Crash bundles to keep (newest first).")
+    var keepCrashes: Int = 5
+
+    @Option(name: .long, help: "Guest memory in a crash bundle: elf, kdump-zlib (compressed) or none.")
+    var vmcore: String = VMCoreFormat.elf.rawValue
+
     func validate() throws {
         do { try VMConfig.validate(name: name) } catch { throw ValidationError(error.description) }
         guard (1...64).contains(cpus) else { throw ValidationError("--cpus must be from 1 to 64") }
         guard ["auto", "kvm", "tcg"].contains(accel) else { throw ValidationError("--accel must be auto, kvm or tcg") }
         guard (kernel == nil) == (initrd == nil) else { throw ValidationError("--kernel and --initrd go together") }
+        guard PanicPolicy(rawValue: onPanic) != nil else {
+            throw ValidationError("--on-panic must be one of \(PanicPolicy.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        guard VMCoreFormat(rawValue: vmcore) != nil else { throw ValidationError("--vmcore must be elf, kdump-zlib or none") }
+        guard (1...1000).contains(keepCrashes) else { throw ValidationError("--keep-crashes must be from 1 to 1000") }
         let bytes: UInt64
         do { bytes = try VMConfig.parseSize(memory) } catch { throw ValidationError(error.description) }
         guard bytes >= 128 << 20 else { throw ValidationError("--memory must be at least 128M") }
@@ -82,9 +97,11 @@ struct UpCommand: ParsableCommand {
         }
 
         let accelerator: AcceleratorChoice = accel == "auto" ? .detect() : .forced(accel == "kvm" ? .kvm : .tcg)
-        let config = VMConfig(
+        var config = VMConfig(
             name: name, memoryBytes: try VMConfig.parseSize(memory), cpus: cpus, accelerator: accelerator,
             kernelPath: kernelPath!, initrdPath: initrdPath!, qemuPath: qemuBinary.path)
+        config.panic = PanicSettings(policy: PanicPolicy(rawValue: onPanic)!, keepBundles: keepCrashes,
+                                     vmcore: VMCoreFormat(rawValue: vmcore)!)
         say("QEMU \(qemuBinary.version.major).\(qemuBinary.version.minor).\(qemuBinary.version.micro) at \(qemuBinary.path)")
         throw ExitCode(VMRunner.run(config: config, state: state))
     }
@@ -94,7 +111,8 @@ struct UpCommand: ParsableCommand {
     private func runDetached(kernel: String, initrd: String, state: StateDirectory) throws {
         try state.create()
         var args = [CommandLine.arguments[0], "up", "--name", name, "--memory", memory, "--cpus", String(cpus),
-                    "--accel", accel, "--kernel", kernel, "--initrd", initrd]
+                    "--accel", accel, "--kernel", kernel, "--initrd", initrd, "--on-panic", onPanic,
+                    "--keep-crashes", String(keepCrashes), "--vmcore", vmcore]
         if let qemu { args += ["--qemu", qemu] }
         let logFD = try state.openLog(state.hostvmmLog)
         let devNull = open("/dev/null", O_RDONLY | O_CLOEXEC)

@@ -5,11 +5,7 @@ import Testing
 /// The QGA command set inside the real guest, through the whole chain:
 /// hostvmm CLI -> control socket -> QEMU chardev -> virtio-serial -> guest-agent.
 @Suite(.serialized, .timeLimit(.minutes(10))) struct InGuestAgentTests {
-    private func agent(_ vm: BootedVM, _ request: String) throws -> JSONValue {
-        let r = try vm.cli(["agent", vm.name, request])
-        guard let reply = try? JSONParser.parse(r.output) else { throw TestFailure("not JSON: \(r.output)") }
-        return reply
-    }
+    private func agent(_ vm: BootedVM, _ request: String) throws -> JSONValue { try vm.agent(request) }
 
     @Test func execFilesNetworkFsinfoOsinfo() throws {
         let vm = try BootedVM(name: "e2e-qga")

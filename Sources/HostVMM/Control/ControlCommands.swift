@@ -11,6 +11,13 @@ enum ControlCommands {
         "agent-ping": agentPing,
         "agent-command": agentCommand,
         "shutdown": shutdown,
+        "balloon": { vm, args, done in
+            guard let bytes = args["bytes"]?.int64Value else {
+                return done(.failure(.generic("'bytes' must be an integer: the guest's memory target")))
+            }
+            vm.setBalloon(bytes: bytes, completion: done)
+        },
+        "query-balloon": { vm, _, done in vm.balloonInfo(completion: done) },
         "quit": { vm, _, done in
             vm.forceStop()
             done(.success(.object([:])))
@@ -110,6 +117,11 @@ extension VirtualMachine {
             "memory-bytes": .int(Int64(config.memoryBytes)),
             "cpus": .int(Int64(config.cpus)),
             "uptime-seconds": .double((secondsSinceLaunch * 10).rounded() / 10),
+            "panic": .object([
+                "policy": .string(config.panic.policy.rawValue), "vmcore": .string(config.panic.vmcore.rawValue),
+                "keep-bundles": .int(Int64(config.panic.keepBundles)),
+                "last-bundle": panics.lastBundle.map { .string($0) } ?? .null,
+            ]),
         ])
     }
 }

@@ -10,6 +10,9 @@ public enum QEMUCommandLine {
     public static let agentPortName = "org.qemu.guest_agent.0"
     public static let spiceAgentPortName = "com.redhat.spice.0"
     public static let reconnectMs = 500
+    public static let balloonID = "balloon0"
+    /// How often the guest refreshes the balloon's memory statistics.
+    public static let balloonStatsIntervalSeconds = 2
 
     public static func arguments(config: VMConfig, state: StateDirectory) -> [String] {
         let memMiB = config.memoryBytes >> 20
@@ -42,7 +45,10 @@ public enum QEMUCommandLine {
             "-chardev", "socket,id=vdagent0,path=\(state.spiceAgentSocket),reconnect-ms=\(reconnectMs)",
             "-device", "virtserialport,bus=vser0.0,chardev=vdagent0,name=\(spiceAgentPortName),id=\(spiceAgentPortID)",
             "-device", "pvpanic-pci",
-            "-device", "virtio-balloon-pci,id=balloon0,deflate-on-oom=on,free-page-reporting=on",
+            // Freeze on panic so the crash bundle sees the guest as it died; hostvmm applies the policy.
+            "-action", "panic=pause",
+            "-device", "virtio-balloon-pci,id=\(balloonID),deflate-on-oom=on,free-page-reporting=on,"
+                + "guest-stats-polling-interval=\(balloonStatsIntervalSeconds)",
         ]
         return args
     }

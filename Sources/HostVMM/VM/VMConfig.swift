@@ -14,6 +14,7 @@ public struct VMConfig: Sendable {
     public var initrdPath: String
     public var kernelCommandLine: String = "console=ttyS0 loglevel=4 panic=-1"
     public var qemuPath: String
+    public var panic = PanicSettings()
 
     public init(name: String, memoryBytes: UInt64, cpus: Int, accelerator: AcceleratorChoice, kernelPath: String,
                 initrdPath: String, qemuPath: String) {

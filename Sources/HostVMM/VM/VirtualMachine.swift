@@ -27,6 +27,12 @@ public final class VirtualMachine {
     var shutdownWaiters: [ShutdownWaiter] = []
     private var killTimer: TimerHandle?
     let control: ControlServer
+    private(set) var panics: PanicHandler!
+    /// Set when the VM ends for a reason that makes the run a failure even if
+    /// QEMU exits cleanly (a panic with --on-panic poweroff).
+    var exitReason: String?
+    /// The last balloon target set through hostvmm.
+    var balloonTarget: Int64?
 
     /// Progress lines for a person (foreground `up` prints them).
     public var onLog: (String) -> Void = { _ in }
@@ -42,6 +48,7 @@ public final class VirtualMachine {
         self.agent = AgentClient(loop: loop)
         self.control = ControlServer(loop: loop)
         control.vm = self
+        panics = PanicHandler(vm: self, settings: config.panic)
         agent.onReady = { [unowned self] in self.agentBecameReady() }
         agent.onUnready = { [unowned self] reason in self.emit(VMEvent(name: "agent-lost", data: ["reason": .string(reason)])) }
     }
@@ -118,6 +125,7 @@ public final class VirtualMachine {
     }
 
     private func qmpEvent(_ event: QMPEvent) {
+        _ = panics.handle(event)
         switch event.name {
         case "VSERPORT_CHANGE":
             if event.data["id"]?.stringValue == QEMUCommandLine.agentPortID, let open = event.data["open"]?.boolValue {
@@ -189,9 +197,11 @@ public final class VirtualMachine {
         phase = .stopped
         loop.cancel(killTimer)
         resolveShutdownWaiters(on: .qemuExited)
+        let clean = status.isSuccess && exitReason == nil
         let message = status.isSuccess ? "QEMU exited cleanly" : "QEMU \(status)"
-        onLog(message + (status.isSuccess ? "" : "; see \(state.qemuLog)"))
-        var data: JSONObject = ["clean": .bool(status.isSuccess), "status": .string(status.description)]
+        onLog(message + (status.isSuccess ? "" : "; see \(state.qemuLog)") + (exitReason.map { " (\($0))" } ?? ""))
+        var data: JSONObject = ["clean": .bool(clean), "status": .string(status.description)]
+        if let exitReason { data["reason"] = .string(exitReason) }
         switch status {
         case .exited(let code): data["exit-code"] = .int(Int64(code))
         case .signaled(let sig): data["signal"] = .int(Int64(sig))
@@ -201,7 +211,7 @@ public final class VirtualMachine {
         for l in listeners { l.close() }
         listeners = []
         control.closeAll()
-        onStopped(status)
+        onStopped(clean ? status : (status.isSuccess ? .exited(1) : status))
     }
 }
 

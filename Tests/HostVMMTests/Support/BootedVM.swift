@@ -13,10 +13,11 @@ final class BootedVM {
 
     var environment: [String: String] { ["HOSTVMM_STATE_DIR": stateRoot] }
 
-    init(name: String) throws {
+    init(name: String, options: [String] = []) throws {
         self.name = name
         stateRoot = try TestEnvironment.temporaryDirectory("e2e")
-        up = try WatchedProcess(TestEnvironment.hostvmm, ["up", "--name", name], environment: ["HOSTVMM_STATE_DIR": stateRoot])
+        up = try WatchedProcess(TestEnvironment.hostvmm, ["up", "--name", name] + options,
+                                environment: ["HOSTVMM_STATE_DIR": stateRoot])
         guard up.waitForLine(containing: "agent ready after", timeout: Self.bootTimeout) != nil else {
             let console = (try? String(contentsOfFile: "\(stateRoot)/\(name)/console.log", encoding: .utf8)) ?? ""
             up.signal(SIGKILL)
@@ -27,6 +28,53 @@ final class BootedVM {
     /// Runs `hostvmm ARGS` against this VM.
     func cli(_ args: [String], timeout: TimeInterval = 150) throws -> (status: Int32?, output: String) {
         try runCommand(TestEnvironment.hostvmm, args, environment: environment, timeout: timeout)
+    }
+
+    var stateDir: String { "\(stateRoot)/\(name)" }
+
+    /// A raw QGA request through `hostvmm agent`, parsed.
+    func agent(_ request: String) throws -> JSONValue {
+        let r = try cli(["agent", name, request])
+        guard let reply = try? JSONParser.parse(r.output) else { throw TestFailure("not JSON: \(r.output)") }
+        return reply
+    }
+
+    /// Runs a shell command in the guest with guest-exec (fire and forget).
+    func guestShell(_ command: String) throws {
+        let request = JSONWriter.string(.object([
+            "execute": "guest-exec", "arguments": .object(["path": "/bin/sh", "arg": .array(["-c", .string(command)])]),
+        ]))
+        let reply = try agent(request)
+        guard reply["return"]?["pid"] != nil else { throw TestFailure("guest-exec failed: \(JSONWriter.string(reply))") }
+    }
+
+    /// Runs a shell command in the guest and waits (bounded) for its exit code and output.
+    func guestRun(_ command: String, timeout: TimeInterval = 120) throws -> (code: Int64?, output: String) {
+        let request = JSONWriter.string(.object([
+            "execute": "guest-exec",
+            "arguments": .object(["path": "/bin/sh", "arg": .array(["-c", .string(command)]), "capture-output": "merged"]),
+        ]))
+        let started = try agent(request)
+        guard let pid = started["return"]?["pid"]?.int64Value else { throw TestFailure("guest-exec: \(JSONWriter.string(started))") }
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            let status = try agent(#"{"execute":"guest-exec-status","arguments":{"pid":\#(pid)}}"#)
+            if status["return"]?["exited"] == .bool(true) {
+                let out = (try? Base64.decode(status["return"]?["out-data"]?.stringValue ?? "")) ?? []
+                return (status["return"]?["exitcode"]?.int64Value, String(decoding: out, as: UTF8.self))
+            }
+        }
+        throw TestFailure("guest command did not finish within \(timeout) s: \(command)")
+    }
+
+    /// Waits for the n-th line containing `text` in `up`'s output.
+    func waitForOccurrence(_ text: String, count: Int, timeout: TimeInterval) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if up.count(containing: text) >= count { return true }
+            _ = up.waitForLine(containing: text, after: up.output.count, timeout: max(0.1, deadline.timeIntervalSinceNow))
+        }
+        return up.count(containing: text) >= count
     }
 
     func status() throws -> JSONValue {

@@ -1,0 +1,187 @@
+import AgentProtocol
+import Foundation
+import LinuxSystem
+import pvpanic
+
+/// How much of guest memory a crash bundle keeps (`--vmcore`).
+public enum VMCoreFormat: String, Sendable, CaseIterable {
+    case elf
+    case kdump = "kdump-zlib"
+    case none
+}
+
+/// Panic settings for one VM.
+public struct PanicSettings: Sendable {
+    public var policy: PanicPolicy = .restart
+    public var keepBundles: Int = 5
+    public var vmcore: VMCoreFormat = .elf
+
+    public init(policy: PanicPolicy = .restart, keepBundles: Int = 5, vmcore: VMCoreFormat = .elf) {
+        self.policy = policy
+        self.keepBundles = keepBundles
+        self.vmcore = vmcore
+    }
+}
+
+/// Reacts to pvpanic events (architecture.md §3, "Panic"): QEMU pauses the
+/// guest on a panic (-action panic=pause), we capture the bundle while it is
+/// frozen (registers, console tail, vmcore), then apply the policy.
+final class PanicHandler {
+    private unowned let vm: VirtualMachine
+    let settings: PanicSettings
+    let store: CrashStore
+    private var loopGuard = CrashLoopGuard()
+    private var capture: Capture?
+    /// The most recent bundle, for status.
+    private(set) var lastBundle: String?
+
+    /// Bound for QEMU writing the vmcore (a 512 MiB guest takes about a second here).
+    static let dumpTimeoutMs: UInt64 = 300_000
+
+    private struct Capture {
+        var bundle: String
+        var event: PanicEvent
+        var started: UInt64
+        var hostTime: Date
+        var summary: String?
+        var registers: String = ""
+        var vmcore: JSONObject = [:]
+        var timer: TimerHandle?
+    }
+
+    init(vm: VirtualMachine, settings: PanicSettings) {
+        self.vm = vm
+        self.settings = settings
+        self.store = CrashStore(stateDirectory: vm.state.path, keep: settings.keepBundles)
+    }
+
+    /// Routes the QMP events that concern panics; false for the others.
+    func handle(_ event: QMPEvent) -> Bool {
+        if event.name == "DUMP_COMPLETED" {
+            dumpCompleted(event.data)
+            return true
+        }
+        guard let panic = PanicEvent.decode(qmpEvent: event.name, data: event.data) else { return false }
+        switch panic {
+        case .shutdownAnnounced:
+            vm.onLog("the guest announced a clean poweroff (pvpanic)")
+        case .crashLoaded, .panicked:
+            begin(panic)
+        }
+        return true
+    }
+
+    private func begin(_ panic: PanicEvent) {
+        guard capture == nil else {
+            vm.onLog("another panic report while capturing; ignored")
+            return
+        }
+        let bundle: String
+        do {
+            bundle = try store.create(kind: panic.kind)
+        } catch {
+            vm.onLog("cannot create a crash bundle: \(error); applying the policy without one")
+            apply(panic, bundle: nil)
+            return
+        }
+        let console = FileIO.readBytes(vm.state.consoleLog) ?? []
+        let tail = ConsoleTail.tail(console)
+        let summary = ConsoleTail.summary(String(decoding: tail, as: UTF8.self))
+        capture = Capture(bundle: bundle, event: panic, started: EventLoop.now(), hostTime: Date(), summary: summary)
+        vm.onLog("guest \(panic.kind): \(summary ?? "no panic line on the console"); capturing \(bundle)")
+        try? store.write(tail, to: bundle, file: "console.txt")
+        try? store.write((summary ?? "") + "\n", to: bundle, file: "summary.txt")
+        vm.qmp?.execute("human-monitor-command", arguments: ["command-line": "info registers -a"]) { [weak self] result in
+            guard let self, self.capture != nil else { return }
+            switch result {
+            case .success(let text): self.capture!.registers = text.stringValue ?? ""
+            case .failure(let e): self.capture!.registers = "registers unavailable: \(e)\n"
+            }
+            try? self.store.write(self.capture!.registers, to: bundle, file: "registers.txt")
+            self.dumpMemory()
+        }
+    }
+
+    /// dump-guest-memory in the background (detach) so QMP stays responsive;
+    /// DUMP_COMPLETED ends it. A crash-loaded guest runs on, so no dump then.
+    private func dumpMemory() {
+        guard let c = capture else { return }
+        guard settings.vmcore != .none, case .panicked = c.event else {
+            capture!.vmcore = ["format": "none"]
+            finish()
+            return
+        }
+        var args: JSONObject = ["paging": false, "protocol": .string("file:\(c.bundle)/vmcore"), "detach": true]
+        if settings.vmcore == .kdump { args["format"] = .string(VMCoreFormat.kdump.rawValue) }
+        capture!.timer = vm.loop.schedule(afterMilliseconds: Self.dumpTimeoutMs) { [weak self] in
+            self?.capture?.vmcore = ["format": .string(self?.settings.vmcore.rawValue ?? ""), "error": "timed out"]
+            self?.finish()
+        }
+        vm.qmp?.execute("dump-guest-memory", arguments: args) { [weak self] result in
+            if case .failure(let e) = result {
+                self?.capture?.vmcore = ["format": .string(self?.settings.vmcore.rawValue ?? ""), "error": .string(e.description)]
+                self?.finish()
+            }
+        }
+    }
+
+    private func dumpCompleted(_ data: JSONObject) {
+        guard let c = capture else { return }
+        var info: JSONObject = ["format": .string(settings.vmcore.rawValue)]
+        if let error = data["error"]?.stringValue { info["error"] = .string(error) }
+        let path = "\(c.bundle)/vmcore"
+        chmod(path, 0o600)
+        if let attributes = try? FileManager.default.attributesOfItem(atPath: path), let size = attributes[.size] as? Int {
+            info["bytes"] = .int(Int64(size))
+        }
+        capture!.vmcore = info
+        finish()
+    }
+
+    private func finish() {
+        guard let c = capture else { return }
+        vm.loop.cancel(c.timer)
+        capture = nil
+        lastBundle = c.bundle
+        let action = apply(c.event, bundle: c.bundle)
+        let seconds = Double(EventLoop.now() - c.started) / 1000
+        var event: JSONObject = [
+            "kind": .string(c.event.kind),
+            "host-time": .string(ISO8601DateFormatter().string(from: c.hostTime)),
+            "policy": .string(settings.policy.rawValue),
+            "action": .string(action),
+            "vmcore": .object(c.vmcore),
+            "capture-seconds": .double((seconds * 100).rounded() / 100),
+        ]
+        if case .panicked(let qemuAction) = c.event { event["qemu-action"] = .string(qemuAction) }
+        if let s = c.summary { event["summary"] = .string(s) }
+        try? store.write(JSONWriter.encode(.object(event)) + [0x0A], to: c.bundle, file: "event.json")
+        if settings.policy == .preserve { try? store.markPreserved(c.bundle) }
+        for removed in store.prune() { vm.onLog("removed old crash bundle \(removed)") }
+        var announce: JSONObject = ["bundle": .string(c.bundle), "kind": .string(c.event.kind), "action": .string(action)]
+        if let s = c.summary { announce["summary"] = .string(s) }
+        vm.emit(VMEvent(name: "crash-captured", data: announce))
+    }
+
+    /// Applies the policy; returns what was done, for the bundle and the event.
+    @discardableResult
+    private func apply(_ event: PanicEvent, bundle: String?) -> String {
+        guard case .panicked = event else { return "none (the guest's kdump kernel takes over)" }
+        let loop = loopGuard.record(at: Date().timeIntervalSince1970)
+        switch settings.policy.action(crashLoop: loop) {
+        case .reset:
+            vm.onLog("restarting the guest after its panic")
+            vm.qmp?.execute("system_reset") { [weak self] _ in self?.vm.qmp?.execute("cont") }
+            return "restart"
+        case .stayPaused(let reason):
+            vm.onLog("the guest stays paused (\(reason)); 'hostvmm down \(vm.config.name)' ends it")
+            if loop { vm.emit(VMEvent(name: "crash-loop", data: ["panics": .int(Int64(loopGuard.recentCount))])) }
+            return "paused: \(reason)"
+        case .powerOff:
+            vm.onLog("stopping the VM after its panic (--on-panic poweroff)")
+            vm.exitReason = "the guest panicked"
+            vm.forceStop()
+            return "poweroff"
+        }
+    }
+}

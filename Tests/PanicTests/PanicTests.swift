@@ -1,0 +1,113 @@
+import AgentProtocol
+import Foundation
+import Testing
+@testable import pvpanic
+
+@Suite struct PanicEventTests {
+    @Test func decodesQEMUsPanicEvents() {
+        #expect(PanicEvent.decode(qmpEvent: "GUEST_PANICKED", data: ["action": "pause"]) == .panicked(action: "pause"))
+        #expect(PanicEvent.decode(qmpEvent: "GUEST_CRASHLOADED", data: ["action": "run"]) == .crashLoaded)
+        #expect(PanicEvent.decode(qmpEvent: "GUEST_PVSHUTDOWN", data: [:]) == .shutdownAnnounced)
+        #expect(PanicEvent.decode(qmpEvent: "SHUTDOWN", data: [:]) == nil)
+        #expect(PanicEvent.shutdownAnnounced.isCrash == false)
+        #expect(PanicEvent.panicked(action: "pause").isCrash)
+    }
+}
+
+@Suite struct PanicPolicyTests {
+    @Test func threePanicsInTenMinutesIsALoop() {
+        var guardian = CrashLoopGuard()
+        #expect(guardian.record(at: 0) == false)
+        #expect(guardian.record(at: 100) == false)
+        #expect(guardian.record(at: 599) == true)
+        var spread = CrashLoopGuard()
+        #expect(spread.record(at: 0) == false)
+        #expect(spread.record(at: 400) == false)
+        #expect(spread.record(at: 800) == false, "the first panic left the window")
+    }
+
+    @Test func actions() {
+        #expect(PanicPolicy.restart.action(crashLoop: false) == .reset)
+        guard case .stayPaused(let why) = PanicPolicy.restart.action(crashLoop: true) else {
+            Issue.record("a crash loop must pause")
+            return
+        }
+        #expect(why.contains("crash loop"))
+        #expect(PanicPolicy.poweroff.action(crashLoop: false) == .powerOff)
+        #expect(PanicPolicy.pause.action(crashLoop: false) == .stayPaused(reason: "policy pause"))
+    }
+}
+
+@Suite struct ConsoleTailTests {
+    @Test func findsThePanicLineInACRLFConsole() {
+        let console = "[    1.0] booting\r\n[    3.360445] sysrq: Trigger a crash\r\n"
+            + "[    3.361277] Kernel panic - not syncing: sysrq triggered crash\r\n[    3.36] CPU: 0 PID: 157\r\n"
+        #expect(ConsoleTail.summary(console) == "Kernel panic - not syncing: sysrq triggered crash")
+        #expect(ConsoleTail.summary("all quiet\n") == nil)
+        #expect(ConsoleTail.summary("[ 2.0] BUG: kernel NULL pointer dereference\n") == "BUG: kernel NULL pointer dereference")
+    }
+
+    @Test func tailStartsAtALineBoundary() {
+        let log = Array((String(repeating: "x", count: 100) + "\n" + String(repeating: "y", count: 50)).utf8)
+        let tail = ConsoleTail.tail(log, bytes: 60)
+        #expect(tail == Array(String(repeating: "y", count: 50).utf8))
+        #expect(ConsoleTail.tail(log, bytes: 1000) == log)
+    }
+}
+
+@Suite struct ELFCoreTests {
+    /// A minimal ELF64 core header with two PT_LOAD and one PT_NOTE program headers.
+    static func coreHeader(loads: [UInt64]) -> [UInt8] {
+        var b = [UInt8](repeating: 0, count: 64 + 56 * (loads.count + 1))
+        b[0...3] = [0x7F, 0x45, 0x4C, 0x46]
+        b[4] = 2; b[5] = 1; b[6] = 1
+        func put(_ v: UInt64, at o: Int, _ n: Int) { for i in 0..<n { b[o + i] = UInt8(truncatingIfNeeded: v >> (8 * UInt64(i))) } }
+        put(4, at: 16, 2)  // ET_CORE
+        put(62, at: 18, 2)  // EM_X86_64
+        put(64, at: 32, 8)  // e_phoff
+        put(56, at: 54, 2)
+        put(UInt64(loads.count + 1), at: 56, 2)
+        put(4, at: 64, 4)  // PT_NOTE first
+        for (i, size) in loads.enumerated() {
+            let o = 64 + 56 * (i + 1)
+            put(1, at: o, 4)
+            put(size, at: o + 40, 8)
+        }
+        return b
+    }
+
+    @Test func readsLoadSegments() {
+        let core = ELFCore.parse(Self.coreHeader(loads: [128 << 20, 384 << 20]))
+        #expect(core == ELFCore(machine: 62, loadSegments: 2, loadBytes: 512 << 20, noteSegments: 1))
+    }
+
+    @Test func refusesForeignOrShortInput() {
+        #expect(ELFCore.parse([]) == nil)
+        #expect(ELFCore.parse(Array("not an elf file at all, not at all, not at all, not at all......".utf8)) == nil)
+        var truncated = Self.coreHeader(loads: [1 << 20])
+        truncated.removeLast(20)
+        #expect(ELFCore.parse(truncated) == nil)
+    }
+}
+
+@Suite struct CrashStoreTests {
+    @Test func keepsTheNewestAndNeverPrunesPreserved() throws {
+        let dir = "/tmp/crashstore-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let store = CrashStore(stateDirectory: dir, keep: 2)
+        var made: [String] = []
+        for i in 0..<4 {
+            let b = try store.create(kind: "panicked", at: Date(timeIntervalSince1970: Double(1_800_000_000 + i)))
+            try store.write("{\"n\": \(i)}\n", to: b, file: "event.json")
+            made.append(b)
+            if i == 0 { try store.markPreserved(b) }
+        }
+        let removed = store.prune()
+        #expect(removed == [made[1]])
+        let left = store.list().map(\.path)
+        #expect(left == [made[0], made[2], made[3]])
+        #expect(store.list().last?.event?["n"] == .int(3))
+        let attributes = try FileManager.default.attributesOfItem(atPath: "\(made[3])/event.json")
+        #expect((attributes[.posixPermissions] as? Int) == 0o600)
+    }
+}
