@@ -49,6 +49,9 @@ struct UpCommand: ParsableCommand {
     @Option(name: .long, help: "After a guest panic is captured: restart (stays paused after 3 panics in 10 minutes), pause, poweroff or preserve (pause and never prune the bundle).")
     var onPanic: String = PanicPolicy.restart.rawValue
 
+    @Flag(name: .long, help: "Boot without ACPI: no power button; the guest powers off through pvpanic.")
+    var noACPI = false
+
     @Option(name: .long, help: "Crash bundles to keep (newest first).")
     var keepCrashes: Int = 5
 
@@ -100,6 +103,7 @@ struct UpCommand: ParsableCommand {
         var config = VMConfig(
             name: name, memoryBytes: try VMConfig.parseSize(memory), cpus: cpus, accelerator: accelerator,
             kernelPath: kernelPath!, initrdPath: initrdPath!, qemuPath: qemuBinary.path)
+        config.acpi = !noACPI
         config.panic = PanicSettings(policy: PanicPolicy(rawValue: onPanic)!, keepBundles: keepCrashes,
                                      vmcore: VMCoreFormat(rawValue: vmcore)!)
         say("QEMU \(qemuBinary.version.major).\(qemuBinary.version.minor).\(qemuBinary.version.micro) at \(qemuBinary.path)")
@@ -112,7 +116,7 @@ struct UpCommand: ParsableCommand {
         try state.create()
         var args = [CommandLine.arguments[0], "up", "--name", name, "--memory", memory, "--cpus", String(cpus),
                     "--accel", accel, "--kernel", kernel, "--initrd", initrd, "--on-panic", onPanic,
-                    "--keep-crashes", String(keepCrashes), "--vmcore", vmcore]
+                    "--keep-crashes", String(keepCrashes), "--vmcore", vmcore] + (noACPI ? ["--no-acpi"] : [])
         if let qemu { args += ["--qemu", qemu] }
         let logFD = try state.openLog(state.hostvmmLog)
         let devNull = open("/dev/null", O_RDONLY | O_CLOEXEC)

@@ -56,6 +56,9 @@ import Testing
         #expect(shutdown.output.contains("powerdown confirmed (shutdown)"))
         #expect(vm.upExitCode() == 0, "\(vm.up.transcript)")
         #expect(vm.events(named: "shutdown").last?["data"]?["reason"] == .string("guest-shutdown"))
+        // A regular poweroff is never taken for a crash.
+        #expect(vm.events(named: "crash-captured").isEmpty)
+        #expect(!FileManager.default.fileExists(atPath: "\(vm.stateDir)/crashes"))
     }
 
     @Test func acpiShutdown() throws {

@@ -64,6 +64,23 @@ import pvpanic
         #expect(vm.upExitCode() == 0)
     }
 
+    /// With ACPI the kernel powers off through ACPI before pvpanic's low-priority
+    /// handler runs; without it (acpi=off) pvpanic announces the poweroff and
+    /// QEMU reports GUEST_PVSHUTDOWN, which must count as a clean shutdown.
+    @Test func pvpanicShutdownIsACleanShutdown() throws {
+        let vm = try BootedVM(name: "e2e-pvshut", options: ["--no-acpi"])
+        let acpi = try vm.cli(["shutdown", vm.name, "--mode", "acpi"])
+        #expect(acpi.status == 1)
+        #expect(acpi.output.contains("without ACPI"))
+        let r = try vm.cli(["shutdown", vm.name, "--mode", "agent"])
+        #expect(r.status == 0, "\(r.output)")
+        #expect(vm.upExitCode() == 0, "\(vm.up.transcript)")
+        #expect(!vm.events(named: "guest-pvshutdown").isEmpty, "\(vm.up.transcript)")
+        #expect(vm.up.transcript.contains("announced a clean poweroff"))
+        #expect(vm.events(named: "crash-captured").isEmpty)
+        #expect(!FileManager.default.fileExists(atPath: "\(vm.stateDir)/crashes"))
+    }
+
     @Test func poweroffPolicyEndsTheRunAsAFailure() throws {
         let vm = try BootedVM(name: "e2e-poweroff", options: ["--on-panic", "poweroff", "--vmcore", "none"])
         try vm.guestShell(Self.crash)

@@ -33,7 +33,9 @@ public enum QEMUCommandLine {
         args += [
             "-kernel", config.kernelPath,
             "-initrd", config.initrdPath,
-            "-append", config.kernelCommandLine,
+            // SeaBIOS builds ACPI tables itself when QEMU gives none, so "no ACPI"
+            // is the guest kernel's choice: acpi=off on its command line.
+            "-append", config.kernelCommandLine + (config.acpi ? "" : " acpi=off"),
             // Serial console to a file hostvmm tails; the kernel's panic text lands there.
             "-chardev", "file,id=serial0,path=\(state.consoleLog)",
             "-serial", "chardev:serial0",

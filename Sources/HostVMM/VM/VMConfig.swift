@@ -15,6 +15,10 @@ public struct VMConfig: Sendable {
     public var kernelCommandLine: String = "console=ttyS0 loglevel=4 panic=-1"
     public var qemuPath: String
     public var panic = PanicSettings()
+    /// Without ACPI there is no power button; the guest powers off through
+    /// pvpanic (its low-priority poweroff handler is then the only one), which
+    /// QEMU reports as GUEST_PVSHUTDOWN.
+    public var acpi = true
 
     public init(name: String, memoryBytes: UInt64, cpus: Int, accelerator: AcceleratorChoice, kernelPath: String,
                 initrdPath: String, qemuPath: String) {

@@ -32,9 +32,13 @@ extension VirtualMachine {
     func shutdown(mode requested: ShutdownMode?, action: ShutdownAction,
                   completion: @escaping (Result<JSONValue, ControlError>) -> Void)
     {
-        let mode = requested ?? (agent.isReady ? .agent : .acpi)
+        let mode = requested ?? (agent.isReady || !config.acpi ? .agent : .acpi)
         guard let qemu, qemu.isRunning else {
             completion(.failure(.generic("the VM is not running")))
+            return
+        }
+        if mode == .acpi && !config.acpi {
+            completion(.failure(.generic("this VM runs without ACPI (--no-acpi): use --mode agent")))
             return
         }
         if mode == .acpi && action != .powerdown {
