@@ -1,0 +1,141 @@
+/// The byte stream on the `com.redhat.spice.0` port: chunks
+/// (`VDIChunkHeader` {port, size}) carrying messages (`VDAgentMessage`
+/// header {protocol, type, opaque, size} + payload). A message may span
+/// chunks; chunks of the two ports interleave, so each port reassembles alone.
+///
+/// Robustness (the stream must stay usable): a message whose declared size is
+/// over `maxMessageSize` is skipped without buffering it; an unknown port,
+/// protocol or type drops that message and framing continues at the next chunk.
+public struct VDAgentReader: Sendable {
+    public enum Output: Sendable, Equatable {
+        case message(VDAgentPort, VDAgentMessageType, [UInt8])
+        case dropped(VDAgentError)
+    }
+
+    private struct Assembly {
+        var type: UInt32 = 0
+        var expected = 0
+        var payload: [UInt8] = []
+        var skipping = false
+        var header: [UInt8] = []
+    }
+
+    public let maxMessageSize: Int
+    private var buffer: [UInt8] = []
+    private var chunkPort: UInt32?
+    private var chunkRemaining = 0
+    private var assemblies: [UInt32: Assembly] = [:]
+
+    public init(maxMessageSize: Int = VDAgent.defaultMaxMessageSize) {
+        self.maxMessageSize = maxMessageSize
+    }
+
+    public mutating func feed(_ bytes: [UInt8]) -> [Output] {
+        var outputs: [Output] = []
+        buffer += bytes
+        var offset = 0
+        while true {
+            if chunkPort == nil {
+                guard buffer.count - offset >= VDAgent.chunkHeaderSize else { break }
+                let r = LEReader(buffer[offset..<offset + 8])
+                chunkPort = r.u32(0)!
+                chunkRemaining = Int(r.u32(4)!)
+                offset += VDAgent.chunkHeaderSize
+                if VDAgentPort(rawValue: chunkPort!) == nil {
+                    outputs.append(.dropped(.badPort(chunkPort!)))
+                }
+            }
+            let available = min(chunkRemaining, buffer.count - offset)
+            if available == 0 && chunkRemaining > 0 { break }
+            let piece = buffer[offset..<offset + available]
+            offset += available
+            chunkRemaining -= available
+            if let port = chunkPort, VDAgentPort(rawValue: port) != nil {
+                consume(piece, port: port, into: &outputs)
+            }
+            if chunkRemaining == 0 { chunkPort = nil }
+        }
+        buffer.removeFirst(offset)
+        return outputs
+    }
+
+    private mutating func consume(_ piece: ArraySlice<UInt8>, port: UInt32, into outputs: inout [Output]) {
+        var a = assemblies[port] ?? Assembly()
+        var rest = piece
+        while !rest.isEmpty {
+            if a.expected == 0 && !a.skipping && a.payload.isEmpty {
+                // Collecting a message header (it may itself be split across chunks).
+                let take = min(VDAgent.messageHeaderSize - a.header.count, rest.count)
+                a.header += rest.prefix(take)
+                rest = rest.dropFirst(take)
+                guard a.header.count == VDAgent.messageHeaderSize else { break }
+                let r = LEReader(a.header[...])
+                let proto = r.u32(0)!
+                a.type = r.u32(4)!
+                let size = Int(r.u32(16)!)
+                a.header = []
+                if proto != VDAgent.protocolVersion {
+                    outputs.append(.dropped(.badProtocol(proto)))
+                    a = Assembly()
+                    // The rest of this chunk cannot be trusted to start a message.
+                    rest = []
+                    break
+                }
+                if size > maxMessageSize {
+                    outputs.append(.dropped(.oversize(declared: size, limit: maxMessageSize)))
+                    a.skipping = true
+                }
+                a.expected = size
+                if size == 0 {
+                    finish(&a, port: port, into: &outputs)
+                }
+                continue
+            }
+            let take = min(a.expected, rest.count)
+            if !a.skipping { a.payload += rest.prefix(take) }
+            a.expected -= take
+            rest = rest.dropFirst(take)
+            if a.expected == 0 { finish(&a, port: port, into: &outputs) }
+        }
+        assemblies[port] = a
+    }
+
+    private func finish(_ a: inout Assembly, port: UInt32, into outputs: inout [Output]) {
+        defer { a = Assembly() }
+        if a.skipping { return }
+        guard let type = VDAgentMessageType(rawValue: a.type) else {
+            outputs.append(.dropped(.unknownType(a.type)))
+            return
+        }
+        outputs.append(.message(VDAgentPort(rawValue: port)!, type, a.payload))
+    }
+}
+
+/// Frames messages for the stream.
+public enum VDAgentWriter {
+    /// The 20-byte message header and payload.
+    public static func message(_ type: VDAgentMessageType, _ payload: [UInt8]) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(VDAgent.messageHeaderSize + payload.count)
+        out.appendLE(VDAgent.protocolVersion)
+        out.appendLE(type.rawValue)
+        out += [UInt8](repeating: 0, count: 8)
+        out.appendLE(UInt32(payload.count))
+        return out + payload
+    }
+
+    /// Chunks for one message. Towards the guest, `maxChunk` is 2048 (the header
+    /// counts against the first chunk); the guest agent may write one chunk of any size.
+    public static func chunks(_ message: [UInt8], port: VDAgentPort, maxChunk: Int = Int(UInt32.max)) -> [UInt8] {
+        var out: [UInt8] = []
+        var offset = 0
+        repeat {
+            let n = min(maxChunk, message.count - offset)
+            out.appendLE(port.rawValue)
+            out.appendLE(UInt32(n))
+            out += message[offset..<offset + n]
+            offset += n
+        } while offset < message.count
+        return out
+    }
+}

@@ -1,0 +1,110 @@
+import Testing
+@testable import AgentProtocol
+
+@Suite struct VDAgentCodecTests {
+    /// What spice-gtk announces (protocols.md §3.5).
+    let spiceGTK = VDAgentCapabilities(rawValue: 0x0003_5077)
+
+    @Test func capabilitiesRoundTrip() throws {
+        let payload = VDAgentCodec.encode(.announceCapabilities(request: true, spiceGTK), peer: [])
+        #expect(payload == [1, 0, 0, 0, 0x77, 0x50, 0x03, 0x00])
+        #expect(try VDAgentCodec.decode(.announceCapabilities, payload[...], peer: []) == .announceCapabilities(request: true, spiceGTK))
+    }
+
+    @Test func clipboardMessagesWithAndWithoutSelectionAndSerial() throws {
+        let grab = VDAgentMessage.clipboardGrab(.primary, serial: 7, types: [.utf8Text, .imagePNG])
+        let full = VDAgentCodec.encode(grab, peer: spiceGTK)
+        #expect(full == [1, 0, 0, 0, 7, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0])
+        #expect(try VDAgentCodec.decode(.clipboardGrab, full[...], peer: spiceGTK) == grab)
+        // A peer without CLIPBOARD_SELECTION or GRAB_SERIAL: no prefix, no serial.
+        let bare = VDAgentCodec.encode(grab, peer: [.clipboardByDemand])
+        #expect(bare == [1, 0, 0, 0, 2, 0, 0, 0])
+        #expect(try VDAgentCodec.decode(.clipboardGrab, bare[...], peer: [.clipboardByDemand])
+            == .clipboardGrab(.clipboard, serial: nil, types: [.utf8Text, .imagePNG]))
+
+        let data = VDAgentMessage.clipboard(.clipboard, .utf8Text, Array("héllo".utf8))
+        let bytes = VDAgentCodec.encode(data, peer: spiceGTK)
+        #expect(bytes.count == 4 + 4 + 6)
+        #expect(try VDAgentCodec.decode(.clipboard, bytes[...], peer: spiceGTK) == data)
+        #expect(try VDAgentCodec.decode(.clipboardRequest, [0, 0, 0, 0, 1, 0, 0, 0][...], peer: spiceGTK)
+            == .clipboardRequest(.clipboard, .utf8Text))
+        // spice-vdagentd's own RELEASE has a 1-byte prefix.
+        #expect(try VDAgentCodec.decode(.clipboardRelease, [1][...], peer: spiceGTK) == .clipboardRelease(.primary))
+    }
+
+    @Test func malformedPayloadsAreErrorsNotCrashes() {
+        #expect(throws: VDAgentError.self) { try VDAgentCodec.decode(.clipboardRequest, [0, 0][...], peer: spiceGTK) }
+        #expect(throws: VDAgentError.self) { try VDAgentCodec.decode(.clipboard, [9, 0, 0, 0, 1, 0, 0, 0][...], peer: spiceGTK) }
+        #expect(throws: VDAgentError.self) { try VDAgentCodec.decode(.announceCapabilities, [1][...], peer: []) }
+        #expect(throws: VDAgentError.self) {
+            try VDAgentCodec.decode(.monitorsConfig, [0xFF, 0xFF, 0, 0, 0, 0, 0, 0][...], peer: [])
+        }
+    }
+
+    @Test func monitorsConfigAcceptsBothSizes() throws {
+        let config = VDAgentMonitorsConfig(flags: VDAgentMonitorsConfig.physicalSize,
+                                           monitors: [.init(width: 1280, height: 800)],
+                                           physicalSizes: [(widthMM: 300, heightMM: 200)])
+        let withMM = VDAgentCodec.encode(.monitorsConfig(config), peer: [])
+        #expect(withMM.count == 8 + 20 + 4)
+        #expect(try VDAgentCodec.decode(.monitorsConfig, withMM[...], peer: []) == .monitorsConfig(config))
+        // What real spice-vdagentd accepts: exactly 8 + n*20 bytes, flag cleared.
+        let stripped = VDAgentCodec.encode(.monitorsConfig(config.withoutPhysicalSize), peer: [])
+        #expect(stripped.count == 8 + 20)
+        #expect(LEReader(stripped[...]).u32(4) == 0)
+    }
+}
+
+@Suite struct VDAgentStreamTests {
+    private func stream(_ messages: [(VDAgentMessageType, [UInt8])], maxChunk: Int) -> [UInt8] {
+        messages.flatMap { VDAgentWriter.chunks(VDAgentWriter.message($0.0, $0.1), port: .client, maxChunk: maxChunk) }
+    }
+
+    @Test func chunksTowardsTheGuestAreAtMost2048Bytes() {
+        let big = [UInt8](repeating: 0x61, count: 5000)
+        let bytes = VDAgentWriter.chunks(VDAgentWriter.message(.clipboard, big), port: .client, maxChunk: VDAgent.maxChunkToGuest)
+        var offset = 0
+        var sizes: [Int] = []
+        while offset < bytes.count {
+            let size = Int(LEReader(bytes[offset...]).u32(4)!)
+            sizes.append(size)
+            offset += 8 + size
+        }
+        #expect(sizes == [2048, 2048, 924])
+    }
+
+    @Test func reassemblesAcrossChunksAndByteByByte() {
+        let big = (0..<70_000).map { UInt8(truncatingIfNeeded: $0) }
+        let bytes = stream([(.clipboard, big), (.clientDisconnected, [])], maxChunk: 2048)
+        var whole = VDAgentReader()
+        let all = whole.feed(bytes)
+        #expect(all == [.message(.client, .clipboard, big), .message(.client, .clientDisconnected, [])])
+        var split = VDAgentReader()
+        var outputs: [VDAgentReader.Output] = []
+        for b in bytes { outputs += split.feed([b]) }
+        #expect(outputs == all)
+    }
+
+    @Test func oversizeAndMalformedMessagesAreDroppedAndTheStreamStaysInSync() {
+        var reader = VDAgentReader(maxMessageSize: 1000)
+        var bytes = stream([(.clipboard, [UInt8](repeating: 1, count: 5000))], maxChunk: 2048)
+        var bad = VDAgentWriter.message(.clipboard, [1, 2, 3])
+        bad[0] = 9  // wrong protocol
+        bytes += VDAgentWriter.chunks(bad, port: .client)
+        bytes += VDAgentWriter.chunks(VDAgentWriter.message(.clipboard, [0, 0, 0, 0]), port: VDAgentPort.server)
+        var unknown = VDAgentWriter.message(.clipboard, [])
+        unknown[4] = 99  // unknown type
+        bytes += VDAgentWriter.chunks(unknown, port: .client)
+        bytes += [7, 0, 0, 0, 1, 0, 0, 0, 0xEE]  // a chunk for port 7
+        bytes += stream([(.clipboardRelease, [0, 0, 0, 0])], maxChunk: 2048)
+        let out = reader.feed(bytes)
+        #expect(out == [
+            .dropped(.oversize(declared: 5000, limit: 1000)),
+            .dropped(.badProtocol(9)),
+            .message(.server, .clipboard, [0, 0, 0, 0]),
+            .dropped(.unknownType(99)),
+            .dropped(.badPort(7)),
+            .message(.client, .clipboardRelease, [0, 0, 0, 0]),
+        ])
+    }
+}
