@@ -23,9 +23,13 @@ let package = Package(
         .target(name: "CLinuxSupport"),
         // Thin, typed wrappers over the syscalls both binaries use (sockets, spawn, errors).
         .target(name: "LinuxSystem", dependencies: ["CLinuxSupport"]),
+        // libspice-server (Debian libspice-server-dev).
+        .systemLibrary(name: "CSpiceServer", pkgConfig: "spice-server", providers: [.apt(["libspice-server-dev"])]),
+        // The SPICE server embedded in hostvmm: core interface on our event loop, agent char device.
+        .target(name: "SpiceBridge", dependencies: ["CSpiceServer", "AgentProtocol", "LinuxSystem"]),
         // Guest panics: event decoding, policy, crash bundles. Knows nothing of QMP's transport.
         .target(name: "pvpanic", dependencies: ["AgentProtocol"]),
-        .target(name: "HostVMM", dependencies: ["AgentProtocol", "LinuxSystem", "CLinuxSupport", "pvpanic"]),
+        .target(name: "HostVMM", dependencies: ["AgentProtocol", "LinuxSystem", "CLinuxSupport", "pvpanic", "SpiceBridge"]),
         .executableTarget(
             name: "HostVMMCLI",
             dependencies: ["HostVMM", "pvpanic", .product(name: "ArgumentParser", package: "swift-argument-parser")]

@@ -8,7 +8,8 @@ set -euo pipefail
 # from there too, downloaded by `hostvmm image build`), and the tools the image
 # builder calls.
 BACKPORTS_PACKAGES=(qemu-system-x86 qemu-guest-agent)
-PACKAGES=(kmod busybox-static cpio xz-utils zstd python3 ca-certificates systemd)
+PACKAGES=(kmod busybox-static cpio xz-utils zstd python3 ca-certificates systemd
+    libspice-server-dev pkg-config spice-client-gtk gir1.2-spiceclientglib-2.0 python3-gi)
 
 log() { printf 'setup: %s\n' "$*"; }
 

@@ -180,3 +180,23 @@ struct ImageCommand: ParsableCommand {
         }
     }
 }
+
+struct SpiceCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "spice", abstract: "Print the ready-to-paste spice:// URI (with its ticket) of a running VM.",
+        discussion: "Example: remote-viewer \"$(hostvmm spice)\"")
+    @OptionGroup var vm: VMSelection
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() {
+        let info = execute(connect(vm), "query-spice")
+        if json {
+            printJSON(info)
+            return
+        }
+        guard info["enabled"] == .bool(true), let uri = info["uri"]?.stringValue else {
+            fail("VM '\(vm.name)' runs without SPICE (--no-spice)")
+        }
+        _ = Syscall.writeAll(fd: 1, Array((uri + "\n").utf8))
+    }
+}

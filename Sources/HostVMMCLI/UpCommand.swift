@@ -49,6 +49,27 @@ struct UpCommand: ParsableCommand {
     @Option(name: .long, help: "After a guest panic is captured: restart (stays paused after 3 panics in 10 minutes), pause, poweroff or preserve (pause and never prune the bundle).")
     var onPanic: String = PanicPolicy.restart.rawValue
 
+    @Option(name: .long, help: "SPICE listen address: ADDR:PORT, ADDR (port 5930 or the next free one) or unix:PATH.")
+    var spice: String = "127.0.0.1"
+
+    @Flag(name: .long, help: "No SPICE server.")
+    var noSpice = false
+
+    @Option(name: .long, help: "Read the SPICE ticket from this file (default: generate one, stored 0600 in the state directory).")
+    var spicePasswordFile: String?
+
+    @Flag(name: .long, help: "Let SPICE clients in without a ticket.")
+    var spiceInsecure = false
+
+    @Option(name: .long, help: "TLS certificate for SPICE (TLS listens on the SPICE port + 1).")
+    var spiceTLSCert: String?
+
+    @Option(name: .long, help: "TLS private key for SPICE.")
+    var spiceTLSKey: String?
+
+    @Option(name: .long, help: "CA certificate for SPICE TLS (default: the certificate).")
+    var spiceTLSCA: String?
+
     @Flag(name: .long, help: "Boot without ACPI: no power button; the guest powers off through pvpanic.")
     var noACPI = false
 
@@ -68,6 +89,13 @@ struct UpCommand: ParsableCommand {
         }
         guard VMCoreFormat(rawValue: vmcore) != nil else { throw ValidationError("--vmcore must be elf, kdump-zlib or none") }
         guard (1...1000).contains(keepCrashes) else { throw ValidationError("--keep-crashes must be from 1 to 1000") }
+        do { _ = try SpiceSetup.parseListen(spice) } catch { throw ValidationError(error.description) }
+        guard (spiceTLSCert == nil) == (spiceTLSKey == nil) else {
+            throw ValidationError("--spice-tls-cert and --spice-tls-key go together")
+        }
+        if spiceInsecure && spicePasswordFile != nil {
+            throw ValidationError("--spice-insecure and --spice-password-file exclude each other")
+        }
         let bytes: UInt64
         do { bytes = try VMConfig.parseSize(memory) } catch { throw ValidationError(error.description) }
         guard bytes >= 128 << 20 else { throw ValidationError("--memory must be at least 128M") }
@@ -104,6 +132,18 @@ struct UpCommand: ParsableCommand {
             name: name, memoryBytes: try VMConfig.parseSize(memory), cpus: cpus, accelerator: accelerator,
             kernelPath: kernelPath!, initrdPath: initrdPath!, qemuPath: qemuBinary.path)
         config.acpi = !noACPI
+        if noSpice {
+            config.spice = nil
+        } else {
+            var setup = SpiceSetup()
+            setup.listen = try SpiceSetup.parseListen(spice)
+            setup.passwordFile = spicePasswordFile
+            setup.insecure = spiceInsecure
+            setup.tlsCert = spiceTLSCert
+            setup.tlsKey = spiceTLSKey
+            setup.tlsCA = spiceTLSCA
+            config.spice = setup
+        }
         config.panic = PanicSettings(policy: PanicPolicy(rawValue: onPanic)!, keepBundles: keepCrashes,
                                      vmcore: VMCoreFormat(rawValue: vmcore)!)
         say("QEMU \(qemuBinary.version.major).\(qemuBinary.version.minor).\(qemuBinary.version.micro) at \(qemuBinary.path)")
@@ -116,7 +156,14 @@ struct UpCommand: ParsableCommand {
         try state.create()
         var args = [CommandLine.arguments[0], "up", "--name", name, "--memory", memory, "--cpus", String(cpus),
                     "--accel", accel, "--kernel", kernel, "--initrd", initrd, "--on-panic", onPanic,
-                    "--keep-crashes", String(keepCrashes), "--vmcore", vmcore] + (noACPI ? ["--no-acpi"] : [])
+                    "--keep-crashes", String(keepCrashes), "--vmcore", vmcore, "--spice", spice]
+        args += noACPI ? ["--no-acpi"] : []
+        args += noSpice ? ["--no-spice"] : []
+        args += spiceInsecure ? ["--spice-insecure"] : []
+        for (flag, value) in [("--spice-password-file", spicePasswordFile), ("--spice-tls-cert", spiceTLSCert),
+                              ("--spice-tls-key", spiceTLSKey), ("--spice-tls-ca", spiceTLSCA)] {
+            if let value { args += [flag, value] }
+        }
         if let qemu { args += ["--qemu", qemu] }
         let logFD = try state.openLog(state.hostvmmLog)
         let devNull = open("/dev/null", O_RDONLY | O_CLOEXEC)

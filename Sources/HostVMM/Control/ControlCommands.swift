@@ -18,6 +18,7 @@ enum ControlCommands {
             vm.setBalloon(bytes: bytes, completion: done)
         },
         "query-balloon": { vm, _, done in vm.balloonInfo(completion: done) },
+        "query-spice": { vm, _, done in done(.success(vm.spiceStatusJSON())) },
         "quit": { vm, _, done in
             vm.forceStop()
             done(.success(.object([:])))

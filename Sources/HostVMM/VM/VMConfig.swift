@@ -19,6 +19,8 @@ public struct VMConfig: Sendable {
     /// pvpanic (its low-priority poweroff handler is then the only one), which
     /// QEMU reports as GUEST_PVSHUTDOWN.
     public var acpi = true
+    /// nil: no SPICE server (--no-spice).
+    public var spice: SpiceSetup? = SpiceSetup()
 
     public init(name: String, memoryBytes: UInt64, cpus: Int, accelerator: AcceleratorChoice, kernelPath: String,
                 initrdPath: String, qemuPath: String) {

@@ -1,6 +1,7 @@
 import AgentProtocol
 import Foundation
 import LinuxSystem
+import SpiceBridge
 
 /// Supervises one VM: QEMU child, QMP, the agent channel, the SPICE agent
 /// channel's socket and the control API, all on one event loop.
@@ -33,6 +34,9 @@ public final class VirtualMachine {
     var exitReason: String?
     /// The last balloon target set through hostvmm.
     var balloonTarget: Int64?
+    /// The embedded SPICE server (nil with --no-spice).
+    var spice: SpiceServer?
+    private var spiceAgentPortOpen = false
 
     /// Progress lines for a person (foreground `up` prints them).
     public var onLog: (String) -> Void = { _ in }
@@ -75,6 +79,7 @@ public final class VirtualMachine {
             self.spiceAgentConnected(fd)
         })
 
+        if let setup = config.spice { try startSpice(setup) }
         onLog("accelerator: \(config.accelerator.kind.rawValue) (\(config.accelerator.reason))")
         let logFD = try state.openLog(state.qemuLog)
         defer { close(logFD) }
@@ -114,12 +119,17 @@ public final class VirtualMachine {
         client.execute("query-status") { [weak self] result in
             guard let self, case .success(let status) = result else { return }
             if status["running"]?.boolValue == true, self.phase == .starting { self.phase = .running }
+            self.spice?.setRunning(status["running"]?.boolValue == true)
         }
         // The guest may already have the agent port open (QMP reconnect).
         client.execute("query-chardev") { [weak self] result in
             guard let self, case .success(.array(let devices)) = result else { return }
-            for dev in devices where dev["label"]?.stringValue == "qga0" {
-                if dev["frontend-open"]?.boolValue == true { self.agent.guestPort(open: true) }
+            for dev in devices where dev["frontend-open"]?.boolValue == true {
+                switch dev["label"]?.stringValue {
+                case "qga0": self.agent.guestPort(open: true)
+                case "vdagent0": self.spiceAgentPort(open: true)
+                default: break
+                }
             }
         }
     }
@@ -132,10 +142,15 @@ public final class VirtualMachine {
                 agent.guestPort(open: open)
                 if !open { resolveShutdownWaiters(on: .agentPortClosed) }
             }
+            if event.data["id"]?.stringValue == QEMUCommandLine.spiceAgentPortID, let open = event.data["open"]?.boolValue {
+                spiceAgentPort(open: open)
+            }
         case "STOP":
             if phase == .running { phase = .paused }
+            spice?.setRunning(false)
         case "RESUME":
             if phase == .paused || phase == .starting { phase = .running }
+            spice?.setRunning(true)
         case "SHUTDOWN":
             resolveShutdownWaiters(on: .shutdownEvent)
         case "RESET":
@@ -155,13 +170,20 @@ public final class VirtualMachine {
         emit(VMEvent(name: "agent-ready", data: ["seconds-since-launch": .double((seconds * 10).rounded() / 10)]))
     }
 
-    /// The SPICE agent port's chardev. SpiceBridge will own it; until then
-    /// hostvmm holds the connection and discards what the guest writes.
+    /// The SPICE agent port's chardev socket. With SPICE, the vdagent char
+    /// device is joined to it while the guest has the port open (spice.md §9.10);
+    /// without SPICE, hostvmm holds it and discards what the guest writes.
     private func spiceAgentConnected(_ fd: Int32) {
         if let w = spiceAgentWatch { loop.remove(w) }
+        spiceAgentWatch = nil
+        spice?.detachAgent()
         if let old = spiceAgentFD { close(old) }
         spiceAgentFD = fd
         Syscall.setNonBlocking(fd)
+        if spice != nil {
+            if spiceAgentPortOpen { spice?.attachAgent(fd: fd, loop: loop) }
+            return
+        }
         spiceAgentWatch = try? loop.watch(fd: fd, events: .read) { [unowned self] _ in
             switch Syscall.readSome(fd: fd) {
             case .data, .wouldBlock: break
@@ -171,6 +193,20 @@ public final class VirtualMachine {
                 close(fd)
                 self.spiceAgentFD = nil
             }
+        }
+    }
+
+    /// The guest opened or closed com.redhat.spice.0.
+    func spiceAgentPort(open: Bool) {
+        guard open != spiceAgentPortOpen else { return }
+        spiceAgentPortOpen = open
+        guard let spice else { return }
+        if open, let fd = spiceAgentFD {
+            spice.attachAgent(fd: fd, loop: loop)
+            emit(VMEvent(name: "spice-agent-connected"))
+        } else if !open {
+            spice.detachAgent()
+            emit(VMEvent(name: "spice-agent-disconnected"))
         }
     }
 
@@ -208,6 +244,7 @@ public final class VirtualMachine {
         }
         emit(VMEvent(name: "qemu-exited", data: data))
         qmp?.close()
+        spice = nil
         for l in listeners { l.close() }
         listeners = []
         control.closeAll()

@@ -1,5 +1,4 @@
 import CLinuxSupport
-import LinuxSystem
 import Synchronization
 #if canImport(Glibc)
 import Glibc

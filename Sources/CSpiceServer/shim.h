@@ -1,0 +1,2 @@
+// libspice-server 0.15 (Debian libspice-server-dev), reached through pkg-config spice-server.
+#include <spice.h>

@@ -1,0 +1,156 @@
+import CSpiceServer
+import LinuxSystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where the SPICE server listens and who may connect.
+public struct SpiceConfig: Sendable {
+    public enum Listen: Sendable, Equatable {
+        case tcp(address: String, port: Int)
+        case unix(path: String)
+    }
+
+    public enum Access: Sendable, Equatable {
+        /// Clients must present this ticket (the default).
+        case ticket(String)
+        /// No ticket: only with --spice-insecure.
+        case insecure
+    }
+
+    public struct TLS: Sendable, Equatable {
+        public var port: Int
+        public var caFile: String
+        public var certFile: String
+        public var keyFile: String
+        public init(port: Int, caFile: String, certFile: String, keyFile: String) {
+            self.port = port
+            self.caFile = caFile
+            self.certFile = certFile
+            self.keyFile = keyFile
+        }
+    }
+
+    public var listen: Listen
+    public var access: Access
+    public var tls: TLS?
+    public var name: String
+
+    public init(listen: Listen, access: Access, tls: TLS? = nil, name: String) {
+        self.listen = listen
+        self.access = access
+        self.tls = tls
+        self.name = name
+    }
+}
+
+public struct SpiceError: Error, CustomStringConvertible, Sendable {
+    public var description: String
+    public init(_ d: String) { description = d }
+}
+
+/// libspice-server embedded in hostvmm (spice.md §1): one server per process,
+/// on the process's event loop. Must be created and used on the loop thread.
+public final class SpiceServer {
+    private let server: OpaquePointer
+    public let config: SpiceConfig
+    private var agentDevice: VDAgentCharDevice?
+    private var running = false
+
+    /// Client connections and departures (main channel only), on the loop thread.
+    public var onClient: (SpiceChannelEvent) -> Void = { _ in }
+
+    public static var version: String {
+        let v = SPICE_SERVER_VERSION
+        return "\(v >> 16).\(v >> 8 & 0xFF).\(v & 0xFF)"
+    }
+
+    public init(config: SpiceConfig, loop: EventLoop) throws(SpiceError) {
+        // A client that goes away mid-write must not kill hostvmm (spice.md §9.14).
+        signal(SIGPIPE, SIG_IGN)
+        guard let s = spice_server_new() else { throw SpiceError("spice_server_new failed") }
+        server = s
+        self.config = config
+        SpiceCore.loop = loop
+        switch config.listen {
+        case .tcp(let address, let port):
+            spice_server_set_addr(s, address, 0)
+            guard spice_server_set_port(s, Int32(port)) == 0 else { throw SpiceError("invalid SPICE port \(port)") }
+        case .unix(let path):
+            spice_server_set_addr(s, path, SPICE_ADDR_FLAG_UNIX_ONLY)
+        }
+        if let tls = config.tls {
+            guard spice_server_set_tls(s, Int32(tls.port), tls.caFile, tls.certFile, tls.keyFile, nil, nil, nil) == 0 else {
+                throw SpiceError("SPICE TLS setup failed (port \(tls.port), certificate \(tls.certFile), key \(tls.keyFile))")
+            }
+        }
+        switch config.access {
+        case .ticket(let password):
+            guard spice_server_set_ticket(s, password, 0, 0, 0) == 0 else {
+                throw SpiceError("the SPICE password must be 1 to 60 characters")
+            }
+        case .insecure:
+            spice_server_set_noauth(s)
+        }
+        spice_server_set_name(s, config.name)
+        spice_server_set_agent_copypaste(s, 1)
+        SpiceCore.onChannelEvent = { [weak self] event in
+            guard event.isMainChannel else { return }
+            self?.onClient(event)
+        }
+        guard spice_server_init(s, SpiceCore.interface) == 0 else {
+            throw SpiceError("the SPICE server could not open its sockets (\(config.listen))")
+        }
+    }
+
+    /// Guest running or stopped: without vm_start there is no char-device I/O (spice.md §9.6).
+    public func setRunning(_ running: Bool) {
+        guard running != self.running else { return }
+        self.running = running
+        if running { spice_server_vm_start(server) } else { spice_server_vm_stop(server) }
+    }
+
+    /// The guest opened the SPICE agent port: attach the vdagent char device,
+    /// joined to `fd` (the chardev socket of com.redhat.spice.0).
+    public func attachAgent(fd: Int32, loop: EventLoop) {
+        detachAgent()
+        let device = VDAgentCharDevice(fd: fd, loop: loop)
+        agentDevice = device
+        device.register(with: server)
+    }
+
+    /// The guest closed the port (or the chardev went away).
+    public func detachAgent() {
+        agentDevice?.unregister()
+        agentDevice = nil
+    }
+
+    public var agentAttached: Bool { agentDevice != nil }
+
+    deinit {
+        detachAgent()
+        spice_server_vm_stop(server)
+        spice_server_destroy(server)
+    }
+
+    /// The first free TCP port from `start` on `address` (5930 is SPICE's usual first port).
+    public static func freePort(address: String, from start: Int = 5930, count: Int = 100) -> Int? {
+        for port in start..<(start + count) where portIsFree(address: address, port: port) { return port }
+        return nil
+    }
+
+    static func portIsFree(address: String, port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = UInt16(port).bigEndian
+        guard inet_pton(AF_INET, address, &addr.sin_addr) == 1 else { return false }
+        return withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
+    }
+}

@@ -1,0 +1,139 @@
+import AgentProtocol
+import CSpiceServer
+import LinuxSystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The "vdagent" char device (spice.md §7): the server's view of the guest's
+/// com.redhat.spice.0 port, joined to that port's chardev socket.
+///
+/// - guest -> server (`read`): bytes from the socket are buffered, and the
+///   server is woken with `spice_server_char_device_wakeup`.
+/// - server -> guest (`write`): written to the socket without blocking; a
+///   partial write is reported as such and the server is woken when the socket
+///   drains (SPICE_CHAR_DEVICE_NOTIFY_WRITABLE). spice-server forwards client
+///   chunks 1:1, so chunks towards the guest stay within 2048 bytes.
+final class VDAgentCharDevice {
+    /// The server calls us with the instance pointer only: find the device by it.
+    nonisolated(unsafe) private static var devices: [UnsafeMutableRawPointer: VDAgentCharDevice] = [:]
+
+    private let fd: Int32
+    private let loop: EventLoop
+    private let instance: UnsafeMutablePointer<SpiceCharDeviceInstance>
+    private var watch: WatchHandle?
+    private var fromGuest: [UInt8] = []
+    private var registered = false
+    /// Guest data is held back past this much until the server reads it (back-pressure on the port).
+    static let bufferLimit = 1 << 20
+
+    init(fd: Int32, loop: EventLoop) {
+        self.fd = fd
+        self.loop = loop
+        Syscall.setNonBlocking(fd)
+        instance = UnsafeMutablePointer<SpiceCharDeviceInstance>.allocate(capacity: 1)
+        instance.initialize(to: SpiceCharDeviceInstance())
+        instance.pointee.base.sif = UnsafeRawPointer(Self.interface).assumingMemoryBound(to: SpiceBaseInterface.self)
+        instance.pointee.subtype = UnsafePointer(Self.subtype)
+        Self.devices[UnsafeMutableRawPointer(instance)] = self
+    }
+
+    deinit {
+        Self.devices[UnsafeMutableRawPointer(instance)] = nil
+        instance.deallocate()
+    }
+
+    func register(with server: OpaquePointer) {
+        guard !registered else { return }
+        registered = true
+        spice_server_add_interface(server, &instance.pointee.base)
+        watch = try? loop.watch(fd: fd, events: .read) { [weak self] events in
+            if events.contains(.write) { self?.writable() }
+            if !events.isDisjoint(with: [.read, .hangup, .error]) { self?.readable() }
+        }
+    }
+
+    func unregister() {
+        guard registered else { return }
+        registered = false
+        if let watch { loop.remove(watch) }
+        watch = nil
+        spice_server_remove_interface(&instance.pointee.base)
+    }
+
+    private func readable() {
+        if fromGuest.count >= Self.bufferLimit {
+            // Stop reading until the server drains what it has.
+            if let watch { loop.update(watch, events: []) }
+            return
+        }
+        switch Syscall.readSome(fd: fd) {
+        case .data(let bytes):
+            fromGuest += bytes
+            spice_server_char_device_wakeup(instance)
+        case .wouldBlock:
+            break
+        case .endOfStream, .failed:
+            if let watch { loop.remove(watch) }
+            watch = nil
+        }
+    }
+
+    private func serverReads(into buffer: UnsafeMutablePointer<UInt8>, max: Int) -> Int {
+        let n = min(max, fromGuest.count)
+        guard n > 0 else { return 0 }
+        fromGuest.withUnsafeBufferPointer { buffer.update(from: $0.baseAddress!, count: n) }
+        fromGuest.removeFirst(n)
+        if let watch, fromGuest.count < Self.bufferLimit { loop.update(watch, events: .read) }
+        return n
+    }
+
+    private func serverWrites(from buffer: UnsafePointer<UInt8>, count: Int) -> Int {
+        let n = Syscall.retrying { write(fd, buffer, count) }
+        if n >= 0 {
+            if n < count { waitForWritable() }
+            return n
+        }
+        if errno == EAGAIN || errno == EWOULDBLOCK {
+            waitForWritable()
+            return 0
+        }
+        return -1
+    }
+
+    private func waitForWritable() {
+        guard let watch else { return }
+        loop.update(watch, events: [.read, .write])
+    }
+
+    /// The port drained: let the server write again.
+    private func writable() {
+        if let watch { loop.update(watch, events: .read) }
+        if registered { spice_server_char_device_wakeup(instance) }
+    }
+
+    // MARK: - The C interface
+
+    nonisolated(unsafe) private static let subtype = strdup("vdagent")!
+
+    nonisolated(unsafe) private static let interface: UnsafeMutablePointer<SpiceCharDeviceInterface> = {
+        let p = UnsafeMutablePointer<SpiceCharDeviceInterface>.allocate(capacity: 1)
+        p.initialize(to: SpiceCharDeviceInterface())
+        p.pointee.base.type = UnsafePointer(strdup(SPICE_INTERFACE_CHAR_DEVICE))
+        p.pointee.base.description = UnsafePointer(strdup("hostvmm vdagent port"))
+        p.pointee.base.major_version = UInt32(SPICE_INTERFACE_CHAR_DEVICE_MAJOR)
+        p.pointee.base.minor_version = UInt32(SPICE_INTERFACE_CHAR_DEVICE_MINOR)
+        p.pointee.flags = SPICE_CHAR_DEVICE_NOTIFY_WRITABLE
+        p.pointee.state = { _, _ in }
+        p.pointee.write = { sin, buf, len in
+            guard let sin, let buf, len > 0, let dev = devices[UnsafeMutableRawPointer(sin)] else { return 0 }
+            return Int32(dev.serverWrites(from: buf, count: Int(len)))
+        }
+        p.pointee.read = { sin, buf, len in
+            guard let sin, let buf, len > 0, let dev = devices[UnsafeMutableRawPointer(sin)] else { return 0 }
+            return Int32(dev.serverReads(into: buf, max: Int(len)))
+        }
+        p.pointee.event = { _, _ in }
+        return p
+    }()
+}
