@@ -27,6 +27,17 @@ struct AgentConfig: Equatable {
     var blockRPCs: [String] = []
     var logFile: String? = nil
     var pidFile: String? = nil
+    /// The SPICE agent port (virtio-serial only, unless given). Our extension.
+    var spicePath: String? = nil
+    var spiceAgent = true
+
+    static let defaultSpicePath = "/dev/virtio-ports/com.redhat.spice.0"
+
+    /// Where the SPICE agent runs: the default port with virtio-serial, else only when given.
+    var effectiveSpicePath: String? {
+        guard spiceAgent else { return nil }
+        return spicePath ?? (method == .virtioSerial ? Self.defaultSpicePath : nil)
+    }
 
     var channelPath: String { path ?? Self.defaultVirtioPath }
 
@@ -62,6 +73,7 @@ enum AgentCommandLine {
 
     static let usage = """
         Usage: guest-agent [-m METHOD -p PATH] [OPTIONS]
+               guest-agent clipboard get|set [--selection clipboard|primary]
         A guest agent that speaks the qemu-guest-agent protocol (and, with the same
         options, can replace qemu-ga).
 
@@ -82,6 +94,9 @@ enum AgentCommandLine {
           -v, --verbose         log every request
           -V, --version         print the version and exit
           -h, --help            print this help and exit
+          --spice-path=PATH     the SPICE agent port or device (default with virtio-serial:
+                                \(AgentConfig.defaultSpicePath))
+          --no-spice-agent      do not serve the SPICE agent protocol
           -d, --daemonize, -r, --retry-path
                                 accepted for qemu-ga compatibility; the agent never
                                 daemonizes (systemd runs it) and always retries its path
@@ -105,6 +120,8 @@ enum AgentCommandLine {
         .init(short: "v", long: "verbose", argument: .none), .init(short: "V", long: "version", argument: .none),
         .init(short: "h", long: "help", argument: .none), .init(short: "d", long: "daemonize", argument: .none),
         .init(short: "r", long: "retry-path", argument: .none),
+        .init(short: "S", long: "spice-path", argument: .required),
+        .init(short: "N", long: "no-spice-agent", argument: .none),
     ]
 
     /// Splits argv into (option letter, value) pairs, getopt_long style.
@@ -192,6 +209,8 @@ enum AgentCommandLine {
                 config.stateDir = value!
             case "F": config.freezeHook = value ?? AgentConfig.defaultFreezeHook
             case "l": config.logFile = value
+            case "S": config.spicePath = value
+            case "N": config.spiceAgent = false
             case "f": config.pidFile = value
             case "a", "b":
                 if value == "help" {

@@ -6,6 +6,10 @@ import Glibc
 // A reply to a host that just closed its socket must not kill the agent.
 signal(SIGPIPE, SIG_IGN)
 
+if CommandLine.arguments.count > 1 && CommandLine.arguments[1] == "clipboard" {
+    exit(ClipboardService.runClient(Array(CommandLine.arguments.dropFirst(2))))
+}
+
 switch AgentCommandLine.parse(Array(CommandLine.arguments.dropFirst())) {
 case .exit(let code, let message):
     _ = Syscall.writeAll(fd: code == 0 ? 1 : 2, Array(message.utf8))
@@ -23,6 +27,11 @@ case .run(let config):
     let state = AgentState(config: config)
     state.freeze.recoverAfterRestart()
     let pipeline = RequestPipeline(dispatcher: Dispatcher(state: state))
+    if let spicePath = config.effectiveSpicePath {
+        let store = ClipboardStore()
+        ClipboardService.start(stateDir: config.stateDir, store: store)
+        SpiceChannel(path: spicePath, store: store).start()
+    }
     switch config.method {
     case .virtioSerial:
         exit(Channel.runVirtioSerial(path: config.channelPath, pipeline: pipeline))

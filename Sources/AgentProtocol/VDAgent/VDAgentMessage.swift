@@ -1,7 +1,7 @@
 /// One SPICE agent message, decoded. Clipboard messages carry the selection
-/// only when the peer announced CLIPBOARD_SELECTION, and a grab carries a
-/// serial only with CLIPBOARD_GRAB_SERIAL, so decoding and encoding take the
-/// peer's capabilities (protocols.md §3.6).
+/// only with CLIPBOARD_SELECTION, and a grab carries a serial only with
+/// CLIPBOARD_GRAB_SERIAL, so decoding and encoding take the capabilities in
+/// force (protocols.md §3.6): in practice those both sides announced.
 public enum VDAgentMessage: Sendable, Equatable {
     case announceCapabilities(request: Bool, VDAgentCapabilities)
     case clipboardGrab(VDAgentSelection, serial: UInt32?, types: [VDAgentClipboardType])

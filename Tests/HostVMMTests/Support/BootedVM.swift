@@ -1,5 +1,6 @@
 import AgentProtocol
 import Foundation
+import Testing
 import LinuxSystem
 
 /// A real guest booted by the real `hostvmm up` in the foreground, in a
@@ -65,6 +66,19 @@ final class BootedVM {
             }
         }
         throw TestFailure("guest command did not finish within \(timeout) s: \(command)")
+    }
+
+    /// Writes `data` to `path` in the guest with guest-file-write, 48 KiB a request.
+    func putFile(_ path: String, _ data: [UInt8]) throws {
+        let handle = try #require(try agent(#"{"execute":"guest-file-open","arguments":{"path":"\#(path)","mode":"w"}}"#)["return"]?.int64Value)
+        var offset = 0
+        while offset < data.count {
+            let piece = data[offset..<min(data.count, offset + (48 << 10))]
+            let r = try agent(#"{"execute":"guest-file-write","arguments":{"handle":\#(handle),"buf-b64":"\#(Base64.encode(piece))"}}"#)
+            guard r["return"] != nil else { throw TestFailure("guest-file-write: \(JSONWriter.string(r))") }
+            offset += piece.count
+        }
+        _ = try agent(#"{"execute":"guest-file-close","arguments":{"handle":\#(handle)}}"#)
     }
 
     /// Waits for the n-th line containing `text` in `up`'s output.

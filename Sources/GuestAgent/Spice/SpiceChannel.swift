@@ -1,0 +1,90 @@
+import AgentProtocol
+import LinuxSystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Serves the SPICE agent port (com.redhat.spice.0) on its own thread, next to
+/// the QGA port: one binary, both protocols. Like the QGA side it keeps the
+/// port while the host side comes and goes (read()==0 / POLLHUP).
+final class SpiceChannel: @unchecked Sendable {
+    let path: String
+    let store: ClipboardStore
+    private let writeLock = Monitor()
+    private var fd: Int32 = -1
+    private var session: SpiceAgentSession?
+
+    init(path: String, store: ClipboardStore) {
+        self.path = path
+        self.store = store
+        store.onLocalSet = { [weak self] selection in self?.session?.grab(selection) }
+    }
+
+    func start() { Threads.detach { [self] in self.run() } }
+
+    private func send(_ bytes: [UInt8]) {
+        writeLock.withLock {
+            guard fd >= 0 else { return }
+            if !Syscall.writeAll(fd: fd, bytes, stallTimeoutMs: 30_000) { Log.info("SPICE agent: write to the port failed") }
+        }
+    }
+
+    private func run() {
+        var announcedMissing = false
+        while true {
+            let device = VirtioPorts.resolve(path)
+            let port = open(device, O_RDWR | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)
+            if port < 0 {
+                if !announcedMissing { Log.info("SPICE agent: cannot open \(device): \(FileIO.errnoText()); retrying") }
+                announcedMissing = true
+                Syscall.pause(milliseconds: 1000)
+                continue
+            }
+            Log.info("SPICE agent: serving \(device)")
+            writeLock.withLock { fd = port }
+            serve(port)
+            writeLock.withLock { fd = -1 }
+            close(port)
+            Syscall.pause(milliseconds: 1000)
+        }
+    }
+
+    /// Reads until a hard error. The host side opening is seen as data arriving
+    /// after an absence: a new session then announces itself.
+    private func serve(_ port: Int32) {
+        var reader = VDAgentReader()
+        var active = false
+        var pfd = pollfd(fd: port, events: Int16(POLLIN), revents: 0)
+        let session = SpiceAgentSession(store: store) { [weak self] bytes in self?.send(bytes) }
+        self.session = session
+        // spice-server attaches the agent when the guest opens the port; announce at once.
+        session.start()
+        active = true
+        while true {
+            pfd.revents = 0
+            if Syscall.retrying({ poll(&pfd, 1, active ? -1 : 100) }) < 0 { return }
+            if (pfd.revents & Int16(POLLIN)) == 0 && (pfd.revents & Int16(POLLHUP)) != 0 {
+                if active { reader = VDAgentReader() }
+                active = false
+                Syscall.pause(milliseconds: 100)
+                continue
+            }
+            switch Syscall.readSome(fd: port) {
+            case .data(let bytes):
+                if !active {
+                    active = true
+                    session.start()
+                }
+                for output in reader.feed(bytes) { session.handle(output) }
+            case .wouldBlock:
+                continue
+            case .endOfStream:
+                if active { reader = VDAgentReader() }
+                active = false
+                Syscall.pause(milliseconds: 100)
+            case .failed:
+                return
+            }
+        }
+    }
+}
