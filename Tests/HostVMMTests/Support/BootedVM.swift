@@ -14,15 +14,31 @@ final class BootedVM {
 
     var environment: [String: String] { ["HOSTVMM_STATE_DIR": stateRoot] }
 
+    /// One guest at a time: TCG guests booting side by side on 2 cores time
+    /// each other's agents out. Suites run in parallel; their VMs take turns here.
+    private static let slot = DispatchSemaphore(value: 1)
+    private var holdsSlot = false
+
     init(name: String, options: [String] = []) throws {
+        guard Self.slot.wait(timeout: .now() + 900) == .success else {
+            throw TestFailure("waited 15 minutes for another test's VM to finish")
+        }
         self.name = name
-        stateRoot = try TestEnvironment.temporaryDirectory("e2e")
-        up = try WatchedProcess(TestEnvironment.hostvmm, ["up", "--name", name] + options,
-                                environment: ["HOSTVMM_STATE_DIR": stateRoot])
+        do {
+            stateRoot = try TestEnvironment.temporaryDirectory("e2e")
+            up = try WatchedProcess(TestEnvironment.hostvmm, ["up", "--name", name] + options,
+                                    environment: ["HOSTVMM_STATE_DIR": stateRoot])
+        } catch {
+            Self.slot.signal()  // deinit does not run for a half-built object
+            throw error
+        }
+        holdsSlot = true  // from here on deinit gives the slot back
         guard up.waitForLine(containing: "agent ready after", timeout: Self.bootTimeout) != nil else {
             let console = (try? String(contentsOfFile: "\(stateRoot)/\(name)/console.log", encoding: .utf8)) ?? ""
+            let qemuLog = (try? String(contentsOfFile: "\(stateRoot)/\(name)/qemu.log", encoding: .utf8)) ?? ""
             up.signal(SIGKILL)
-            throw TestFailure("no 'agent ready' within \(Self.bootTimeout) s:\n\(up.transcript)\n--- console ---\n\(console.suffix(3000))")
+            throw TestFailure("no 'agent ready' within \(Self.bootTimeout) s:\n\(up.transcript)\n--- console ---\n"
+                              + "\(console.suffix(3000))\n--- qemu.log ---\n\(qemuLog.suffix(3000))")
         }
     }
 
@@ -114,5 +130,6 @@ final class BootedVM {
         up.signal(SIGKILL)  // no-op when it already exited; QEMU dies with it (PDEATHSIG)
         _ = up.waitForExit(timeout: 10)
         try? FileManager.default.removeItem(atPath: stateRoot)
+        if holdsSlot { Self.slot.signal() }
     }
 }
