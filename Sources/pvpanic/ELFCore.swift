@@ -1,3 +1,5 @@
+import AgentProtocol
+
 /// Reads the headers of an ELF core file such as QEMU's dump-guest-memory
 /// writes, enough to check it: 64-bit little-endian ELF of type CORE and how
 /// many bytes of guest memory its PT_LOAD segments cover. Field by field at
@@ -16,18 +18,8 @@ public struct ELFCore: Sendable, Equatable {
     /// `header` must hold the ELF header and the program header table
     /// (the first few KiB of the file).
     public static func parse(_ header: [UInt8]) -> ELFCore? {
-        func u16(_ o: Int) -> UInt16? {
-            guard o + 2 <= header.count else { return nil }
-            return UInt16(header[o]) | UInt16(header[o + 1]) << 8
-        }
-        func u32(_ o: Int) -> UInt32? {
-            guard let lo = u16(o), let hi = u16(o + 2) else { return nil }
-            return UInt32(lo) | UInt32(hi) << 16
-        }
-        func u64(_ o: Int) -> UInt64? {
-            guard let lo = u32(o), let hi = u32(o + 4) else { return nil }
-            return UInt64(lo) | UInt64(hi) << 32
-        }
+        let r = LEReader(header[...])
+        let (u16, u32, u64) = (r.u16, r.u32, r.u64)
         // e_ident: magic, class 2 (64-bit), data 1 (little-endian).
         guard header.count >= 64, header[0..<4] == [0x7F, 0x45, 0x4C, 0x46], header[4] == 2, header[5] == 1,
               u16(16) == ET_CORE, let machine = u16(18), let phoff = u64(32), let phentsize = u16(54),

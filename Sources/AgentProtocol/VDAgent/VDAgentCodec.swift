@@ -1,21 +1,27 @@
 /// Little-endian field access at explicit offsets (style.md §4): nil past the end.
-struct LEReader {
-    let bytes: ArraySlice<UInt8>
-    init(_ bytes: ArraySlice<UInt8>) { self.bytes = bytes }
+/// Shared by the wire codecs and by pvpanic's ELF core reader.
+public struct LEReader: Sendable {
+    public let bytes: ArraySlice<UInt8>
+    public init(_ bytes: ArraySlice<UInt8>) { self.bytes = bytes }
 
-    func u8(_ o: Int) -> UInt8? {
+    public func u8(_ o: Int) -> UInt8? {
         let i = bytes.startIndex + o
         return o >= 0 && i < bytes.endIndex ? bytes[i] : nil
     }
 
-    func u16(_ o: Int) -> UInt16? {
+    public func u16(_ o: Int) -> UInt16? {
         guard let a = u8(o), let b = u8(o + 1) else { return nil }
         return UInt16(a) | UInt16(b) << 8
     }
 
-    func u32(_ o: Int) -> UInt32? {
+    public func u32(_ o: Int) -> UInt32? {
         guard let a = u16(o), let b = u16(o + 2) else { return nil }
         return UInt32(a) | UInt32(b) << 16
+    }
+
+    public func u64(_ o: Int) -> UInt64? {
+        guard let a = u32(o), let b = u32(o + 4) else { return nil }
+        return UInt64(a) | UInt64(b) << 32
     }
 }
 
