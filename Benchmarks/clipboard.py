@@ -10,32 +10,14 @@ For 1 MiB and 32 MiB of UTF-8 text:
 Usage: Benchmarks/clipboard.py   (after `hostvmm image build`)
 """
 import base64
-import json
 import os
 import subprocess
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HOSTVMM = next(p for p in (f"{ROOT}/.build/release/hostvmm", f"{ROOT}/.build/debug/hostvmm") if os.access(p, os.X_OK))
+from bench_vm import ROOT, BenchVM
+
 CLIENT = f"{ROOT}/Tests/HostVMMTests/Clients/spice_session.py"
-STATE = tempfile.mkdtemp(prefix="bench-clip-")
-ENV = dict(os.environ, HOSTVMM_STATE_DIR=STATE)
-NAME = "benchclip"
-
-
-def agent(request):
-    out = subprocess.run([HOSTVMM, "agent", NAME, json.dumps(request)], env=ENV, capture_output=True, text=True)
-    return json.loads(out.stdout)
-
-
-def guest(command):
-    pid = agent({"execute": "guest-exec", "arguments": {"path": "/bin/sh", "arg": ["-c", command],
-                                                         "capture-output": True}})["return"]["pid"]
-    while True:
-        st = agent({"execute": "guest-exec-status", "arguments": {"pid": pid}})["return"]
-        if st["exited"]:
-            return base64.b64decode(st.get("out-data", "")).decode().strip()
 
 
 def text(size):
@@ -44,8 +26,9 @@ def text(size):
 
 
 def main():
-    subprocess.run([HOSTVMM, "up", "--detach", "--name", NAME], env=ENV, check=True, stdout=subprocess.DEVNULL)
-    uri = subprocess.run([HOSTVMM, "spice", NAME], env=ENV, capture_output=True, text=True).stdout.strip()
+    vm = BenchVM("benchclip")
+    agent, guest = vm.agent, vm.guest_run
+    uri = vm.cli("spice", vm.name).strip()
     try:
         for size in (1 << 20, 32 << 20):
             data = text(size)
@@ -83,7 +66,7 @@ def main():
             print(f"{size >> 20:3d} MiB: client->guest {c2g:6.2f} s ({size / c2g / 2**20:5.1f} MiB/s), "
                   f"guest->client {g2c:6.2f} s ({size / g2c / 2**20:5.1f} MiB/s), bytes intact: {ok}")
     finally:
-        subprocess.run([HOSTVMM, "down", NAME], env=ENV, stdout=subprocess.DEVNULL)
+        vm.close()
 
 
 if __name__ == "__main__":

@@ -20,28 +20,18 @@ import subprocess
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HOSTVMM = next(p for p in (f"{ROOT}/.build/release/hostvmm", f"{ROOT}/.build/debug/hostvmm") if os.access(p, os.X_OK))
-STATE = tempfile.mkdtemp(prefix="bench-panic-")
-ENV = dict(os.environ, HOSTVMM_STATE_DIR=STATE)
+from bench_vm import BenchVM
+
 NAME = "benchpanic"
+vm = None
 
 
 def cli(*args):
-    return subprocess.run([HOSTVMM, *args], env=ENV, capture_output=True, text=True, check=True).stdout
-
-
-def agent(request):
-    return json.loads(cli("agent", NAME, json.dumps(request)))
+    return vm.cli(*args)
 
 
 def guest_run(command):
-    pid = agent({"execute": "guest-exec", "arguments": {"path": "/bin/sh", "arg": ["-c", command],
-                                                         "capture-output": True}})["return"]["pid"]
-    while True:
-        st = agent({"execute": "guest-exec-status", "arguments": {"pid": pid}})["return"]
-        if st["exited"]:
-            return base64.b64decode(st.get("out-data", "")).decode()
+    return vm.guest_run(command)
 
 
 def qemu_rss_mib():
@@ -52,7 +42,7 @@ def qemu_rss_mib():
 
 def events():
     s = socket.socket(socket.AF_UNIX)
-    s.connect(f"{STATE}/{NAME}/control.sock")
+    s.connect(f"{vm.state}/{NAME}/control.sock")
     f = s.makefile("rb")
     f.readline()
     s.sendall(b'{"execute":"qmp_capabilities"}\n')
@@ -77,8 +67,8 @@ def reclaim(after_freeing, baseline_wait=0.1, timeout=60):
 
 
 def main():
-    subprocess.run([HOSTVMM, "up", "--detach", "--name", NAME, "--memory", "512M"], env=ENV, check=True,
-                   stdout=subprocess.DEVNULL)
+    global vm
+    vm = BenchVM(NAME, "--memory", "512M")
     try:
         touch = "mkdir -p /mnt && mount -t tmpfs -o size=460m tmpfs /mnt; dd if=/dev/zero of=/mnt/x bs=1M count=400 2>/dev/null"
         guest_run(touch)
@@ -107,8 +97,7 @@ def main():
         uptime_text = base64.b64decode(control({"execute": "guest-file-read", "arguments": {"handle": handle}}, 3)["buf-b64"])
         control({"execute": "guest-file-close", "arguments": {"handle": handle}}, 4)
         boot_epoch = now_ns / 1e9 - float(uptime_text.split()[0])
-        subprocess.run([HOSTVMM, "agent", NAME, json.dumps({"execute": "guest-exec", "arguments": {
-            "path": "/bin/sh", "arg": ["-c", "echo c > /proc/sysrq-trigger"]}})], env=ENV, stdout=subprocess.DEVNULL)
+        vm.agent({"execute": "guest-exec", "arguments": {"path": "/bin/sh", "arg": ["-c", "echo c > /proc/sysrq-trigger"]}})
         panicked = captured = None
         while captured is None:
             msg = json.loads(f.readline())
@@ -126,7 +115,7 @@ def main():
         print(f"crash bundle for a 512 MiB guest: {bundle['capture-seconds']:.2f} s "
               f"(vmcore {bundle['vmcore'].get('bytes', 0) / 2**20:.0f} MiB, {bundle['vmcore']['format']})")
     finally:
-        subprocess.run([HOSTVMM, "down", NAME], env=ENV, stdout=subprocess.DEVNULL)
+        vm.close()
 
 
 if __name__ == "__main__":

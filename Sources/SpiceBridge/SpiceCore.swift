@@ -76,10 +76,8 @@ enum SpiceCore {
     nonisolated(unsafe) static let interface: UnsafeMutablePointer<SpiceCoreInterface> = {
         let p = UnsafeMutablePointer<SpiceCoreInterface>.allocate(capacity: 1)
         p.initialize(to: SpiceCoreInterface())
-        p.pointee.base.type = UnsafePointer(strdup(SPICE_INTERFACE_CORE))
-        p.pointee.base.description = UnsafePointer(strdup("hostvmm event loop"))
-        p.pointee.base.major_version = UInt32(SPICE_INTERFACE_CORE_MAJOR)
-        p.pointee.base.minor_version = UInt32(SPICE_INTERFACE_CORE_MINOR)
+        p.pointee.base = baseInterface(SPICE_INTERFACE_CORE, "hostvmm event loop",
+                                       SPICE_INTERFACE_CORE_MAJOR, SPICE_INTERFACE_CORE_MINOR)
 
         p.pointee.timer_add = { callback, opaque in
             guard let callback else { return nil }
@@ -201,4 +199,11 @@ public struct SpiceChannelEvent: Sendable {
             return "unknown"
         }
     }
+}
+
+/// The header every interface table starts with. The strings live as long as
+/// the process, as the tables do: the server keeps pointers to them.
+func baseInterface(_ type: String, _ description: String, _ major: Int32, _ minor: Int32) -> SpiceBaseInterface {
+    SpiceBaseInterface(type: UnsafePointer(strdup(type)), description: UnsafePointer(strdup(description)),
+                       major_version: UInt32(major), minor_version: UInt32(minor))
 }

@@ -119,10 +119,8 @@ final class VDAgentCharDevice {
     nonisolated(unsafe) private static let interface: UnsafeMutablePointer<SpiceCharDeviceInterface> = {
         let p = UnsafeMutablePointer<SpiceCharDeviceInterface>.allocate(capacity: 1)
         p.initialize(to: SpiceCharDeviceInterface())
-        p.pointee.base.type = UnsafePointer(strdup(SPICE_INTERFACE_CHAR_DEVICE))
-        p.pointee.base.description = UnsafePointer(strdup("hostvmm vdagent port"))
-        p.pointee.base.major_version = UInt32(SPICE_INTERFACE_CHAR_DEVICE_MAJOR)
-        p.pointee.base.minor_version = UInt32(SPICE_INTERFACE_CHAR_DEVICE_MINOR)
+        p.pointee.base = baseInterface(SPICE_INTERFACE_CHAR_DEVICE, "hostvmm vdagent port",
+                                       SPICE_INTERFACE_CHAR_DEVICE_MAJOR, SPICE_INTERFACE_CHAR_DEVICE_MINOR)
         p.pointee.flags = SPICE_CHAR_DEVICE_NOTIFY_WRITABLE
         p.pointee.state = { _, _ in }
         p.pointee.write = { sin, buf, len in

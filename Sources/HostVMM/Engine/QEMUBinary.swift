@@ -35,7 +35,7 @@ public struct QEMUBinary: Sendable {
         guard FileManager.default.isExecutableFile(atPath: path) else { throw .notFound(name) }
         let output: String
         do {
-            output = try captureOutput([path, "--version"])
+            output = String(decoding: try runCapturing([path, "--version"]), as: UTF8.self)
         } catch {
             throw .unrunnable(path, "\(error)")
         }
@@ -56,37 +56,5 @@ public struct QEMUBinary: Sendable {
         }
         guard numbers.count >= 2 else { return nil }
         return (numbers[0], numbers[1], numbers.count > 2 ? numbers[2] : 0)
-    }
-}
-
-/// Runs a short command and returns its stdout (stderr is appended on failure).
-func captureOutput(_ argv: [String]) throws -> String {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: argv[0])
-    process.arguments = Array(argv.dropFirst())
-    let pipe = Pipe()
-    let errPipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = errPipe
-    process.standardInput = FileHandle.nullDevice
-    try process.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    let errData = errPipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    let out = String(decoding: data, as: UTF8.self)
-    guard process.terminationStatus == 0 else {
-        throw CommandFailure(argv: argv, status: process.terminationStatus, stderr: String(decoding: errData, as: UTF8.self))
-    }
-    return out
-}
-
-struct CommandFailure: Error, CustomStringConvertible {
-    var argv: [String]
-    var status: Int32
-    var stderr: String
-
-    var description: String {
-        let tail = stderr.split(separator: "\n").suffix(5).joined(separator: "\n")
-        return "\(argv.joined(separator: " ")) failed with status \(status)" + (tail.isEmpty ? "" : ":\n\(tail)")
     }
 }

@@ -77,36 +77,11 @@ func runTool(_ argv: [String], in directory: String? = nil) throws(ImageBuildErr
     String(decoding: try runToolData(argv, in: directory), as: UTF8.self)
 }
 
-/// Runs a tool to completion; stdout is returned as bytes, a failure throws with stderr's tail.
+/// Runs a tool to completion; stdout is returned as bytes.
 func runToolData(_ argv: [String], in directory: String? = nil) throws(ImageBuildError) -> Data {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: argv[0])
-    process.arguments = Array(argv.dropFirst())
-    if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
-    let out = Pipe()
-    let err = Pipe()
-    process.standardOutput = out
-    process.standardError = err
-    process.standardInput = FileHandle.nullDevice
     do {
-        try process.run()
+        return try runCapturing(argv, in: directory)
     } catch {
-        throw .commandFailed("cannot run \(argv[0]): \(error)")
+        throw .commandFailed(error.description)
     }
-    // Read both pipes concurrently so a chatty stderr cannot block the child.
-    nonisolated(unsafe) var errData = Data()
-    let group = DispatchGroup()
-    group.enter()
-    DispatchQueue.global().async {
-        errData = err.fileHandleForReading.readDataToEndOfFile()
-        group.leave()
-    }
-    let outData = out.fileHandleForReading.readDataToEndOfFile()
-    group.wait()
-    process.waitUntilExit()
-    guard process.terminationStatus == 0 else {
-        let tail = String(decoding: errData, as: UTF8.self).split(separator: "\n").suffix(8).joined(separator: "\n")
-        throw .commandFailed("\(argv.joined(separator: " ")) failed (status \(process.terminationStatus)):\n\(tail)")
-    }
-    return outData
 }

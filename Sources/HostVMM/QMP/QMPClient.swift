@@ -47,7 +47,6 @@ final class QMPClient {
     private var nextID = 1
     private var inFlight: [String: Completion] = [:]
     private var queued: [(String, JSONObject, Completion)] = []
-    private(set) var qemuVersion: (major: Int, minor: Int, micro: Int)?
 
     var onReady: () -> Void = {}
     var onEvent: (QMPEvent) -> Void = { _ in }
@@ -89,14 +88,9 @@ final class QMPClient {
         }
         switch phase {
         case .awaitingGreeting:
-            guard case .object(let greeting)? = msg["QMP"] else {
+            guard msg["QMP"] != nil else {
                 onProtocolError("expected the QMP greeting")
                 return
-            }
-            if let q = greeting["version"]?["qemu"],
-                let major = q["major"]?.int64Value, let minor = q["minor"]?.int64Value
-            {
-                qemuVersion = (Int(major), Int(minor), Int(q["micro"]?.int64Value ?? 0))
             }
             phase = .negotiating
             connection.sendLine(["execute": "qmp_capabilities"])

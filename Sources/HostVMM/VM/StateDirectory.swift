@@ -47,9 +47,4 @@ public struct StateDirectory: Sendable {
         guard fd >= 0 else { throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: file]) }
         return fd
     }
-
-    /// Names of VMs that have a state directory.
-    public static func knownVMs() -> [String] {
-        (try? FileManager.default.contentsOfDirectory(atPath: root()).sorted()) ?? []
-    }
 }

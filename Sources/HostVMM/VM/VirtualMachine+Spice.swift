@@ -56,7 +56,6 @@ extension VirtualMachine {
             }
             access = .ticket(password)
         }
-        var tls: SpiceConfig.TLS?
         func tlsConfig(port: Int) -> SpiceConfig.TLS? {
             guard let cert = setup.tlsCert, let key = setup.tlsKey else { return nil }
             return SpiceConfig.TLS(port: port + 1, caFile: setup.tlsCA ?? cert, certFile: cert, keyFile: key)
@@ -67,9 +66,8 @@ extension VirtualMachine {
             server = try SpiceServer(config: SpiceConfig(listen: .unix(path: path), access: access, name: config.name),
                                      loop: loop)
         case .tcp(let address, let port?):
-            tls = tlsConfig(port: port)
             server = try SpiceServer(config: SpiceConfig(listen: .tcp(address: address, port: port), access: access,
-                                                         tls: tls, name: config.name), loop: loop)
+                                                         tls: tlsConfig(port: port), name: config.name), loop: loop)
         case .tcp(let address, nil):
             // 5930 or the next free port; another process may take a port between
             // our check and the server's bind, so a failed start tries the next one.
