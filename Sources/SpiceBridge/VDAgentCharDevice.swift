@@ -10,10 +10,11 @@ import Glibc
 ///
 /// - guest -> server (`read`): bytes from the socket are buffered, and the
 ///   server is woken with `spice_server_char_device_wakeup`.
-/// - server -> guest (`write`): written to the socket without blocking; a
-///   partial write is reported as such and the server is woken when the socket
-///   drains (SPICE_CHAR_DEVICE_NOTIFY_WRITABLE). spice-server forwards client
-///   chunks 1:1, so chunks towards the guest stay within 2048 bytes.
+/// - server -> guest (`write`): passed through MonitorsConfigRewriter (for a
+///   real spice-vdagentd), queued and written without blocking; while the
+///   queue is long the server is told 0 bytes were taken and is woken when the
+///   socket drains (SPICE_CHAR_DEVICE_NOTIFY_WRITABLE). spice-server forwards
+///   client chunks 1:1, so chunks towards the guest stay within 2048 bytes.
 final class VDAgentCharDevice {
     /// The server calls us with the instance pointer only: find the device by it.
     nonisolated(unsafe) private static var devices: [UnsafeMutableRawPointer: VDAgentCharDevice] = [:]
@@ -26,6 +27,10 @@ final class VDAgentCharDevice {
     private var registered = false
     /// Guest data is held back past this much until the server reads it (back-pressure on the port).
     static let bufferLimit = 1 << 20
+    /// Server data for the guest not yet taken by the port.
+    private var toGuest: [UInt8] = []
+    static let toGuestLimit = 64 << 10
+    private var rewriter = MonitorsConfigRewriter()
 
     init(fd: Int32, loop: EventLoop) {
         self.fd = fd
@@ -88,17 +93,30 @@ final class VDAgentCharDevice {
         return n
     }
 
+    /// Accepts the server's bytes into `toGuest` (through the MONITORS_CONFIG
+    /// rewriter, which may change their length) while that queue is short;
+    /// a long queue pushes back on the server until the port drains.
     private func serverWrites(from buffer: UnsafePointer<UInt8>, count: Int) -> Int {
-        let n = Syscall.retrying { write(fd, buffer, count) }
-        if n >= 0 {
-            if n < count { waitForWritable() }
-            return n
-        }
-        if errno == EAGAIN || errno == EWOULDBLOCK {
+        guard flushToGuest() else { return -1 }
+        guard toGuest.count < Self.toGuestLimit else { return 0 }
+        toGuest += rewriter.feed(Array(UnsafeBufferPointer(start: buffer, count: count)))
+        guard flushToGuest() else { return -1 }
+        return count
+    }
+
+    /// Writes what it can of `toGuest`; false on a hard error of the socket.
+    private func flushToGuest() -> Bool {
+        while !toGuest.isEmpty {
+            let n = toGuest.withUnsafeBufferPointer { p in Syscall.retrying { write(fd, p.baseAddress!, p.count) } }
+            if n > 0 {
+                toGuest.removeFirst(n)
+                continue
+            }
+            if n < 0 && errno != EAGAIN && errno != EWOULDBLOCK { return false }
             waitForWritable()
-            return 0
+            return true
         }
-        return -1
+        return true
     }
 
     private func waitForWritable() {
@@ -106,10 +124,11 @@ final class VDAgentCharDevice {
         loop.update(watch, events: [.read, .write])
     }
 
-    /// The port drained: let the server write again.
+    /// The port drained: finish the queue, then let the server write again.
     private func writable() {
         if let watch { loop.update(watch, events: .read) }
-        if registered { spice_server_char_device_wakeup(instance) }
+        guard flushToGuest() else { return }
+        if toGuest.isEmpty && registered { spice_server_char_device_wakeup(instance) }
     }
 
     // MARK: - The C interface

@@ -108,3 +108,69 @@ import Testing
         ])
     }
 }
+
+@Suite struct MonitorsConfigRewriterTests {
+    /// What spice-gtk sends: PHYSICAL_SIZE set and a VDAgentMonitorMM per monitor.
+    let fromSpiceGTK = VDAgentMonitorsConfig(
+        flags: VDAgentMonitorsConfig.physicalSize | VDAgentMonitorsConfig.usePosition,
+        monitors: [.init(width: 1280, height: 800), .init(width: 1024, height: 768, x: 1280)],
+        physicalSizes: [(widthMM: 300, heightMM: 200), (widthMM: 280, heightMM: 210)])
+
+    private func chunks(_ message: VDAgentMessage, port: VDAgentPort = .client) -> [UInt8] {
+        VDAgentWriter.chunks(VDAgentWriter.message(message.type, VDAgentCodec.encode(message, peer: [])),
+                             port: port, maxChunk: VDAgent.maxChunkToGuest)
+    }
+
+    @Test func stripsMillimetresSoSpiceVDAgentdAcceptsTheSize() throws {
+        var rewriter = MonitorsConfigRewriter()
+        let out = rewriter.feed(chunks(.monitorsConfig(fromSpiceGTK)))
+        #expect(rewriter.rewritten == 1)
+        // Exactly what spice-vdagentd 0.22.1 checks: 8 + n*20 bytes, flag bit 1 clear.
+        #expect(out == chunks(.monitorsConfig(fromSpiceGTK.withoutPhysicalSize)))
+        #expect(out.count == 8 + 20 + 8 + 2 * 20)
+        var reader = VDAgentReader()
+        guard case .message(_, .monitorsConfig, let payload) = reader.feed(out).first else {
+            Issue.record("no message came out")
+            return
+        }
+        #expect(try VDAgentCodec.decode(.monitorsConfig, payload[...], peer: [])
+            == .monitorsConfig(fromSpiceGTK.withoutPhysicalSize))
+    }
+
+    @Test func everythingElsePassesThroughByteForByteHoweverItIsSplit() {
+        // A clipboard payload that itself looks like a MONITORS_CONFIG chunk
+        // must not be touched: it is inside a message, not at a message start.
+        let decoy = chunks(.monitorsConfig(fromSpiceGTK))
+        let big = decoy + (0..<9000).map { UInt8(truncatingIfNeeded: $0) }
+        let bytes = chunks(.clipboard(.clipboard, .utf8Text, big))
+            + chunks(.monitorsConfig(fromSpiceGTK.withoutPhysicalSize))
+            + chunks(.clientDisconnected, port: .server)
+            + [7, 0, 0, 0, 3, 0, 0, 0, 1, 2, 3]  // a malformed chunk: passed on for the agent to drop
+            + chunks(.clipboardRelease(.primary))
+        var whole = MonitorsConfigRewriter()
+        #expect(whole.feed(bytes) == bytes)
+        #expect(whole.rewritten == 0)
+        var split = MonitorsConfigRewriter()
+        var out: [UInt8] = []
+        var i = 0
+        var step = 1
+        while i < bytes.count {
+            let n = min(step, bytes.count - i)
+            out += split.feed(Array(bytes[i..<i + n]))
+            i += n
+            step = step % 37 + 1
+        }
+        #expect(out == bytes)
+    }
+
+    @Test func aRewriteAfterAStreamedMessageAndByteByByte() {
+        let bytes = chunks(.clipboard(.primary, .utf8Text, [UInt8](repeating: 0x41, count: 5000)))
+            + chunks(.monitorsConfig(fromSpiceGTK))
+        var rewriter = MonitorsConfigRewriter()
+        var out: [UInt8] = []
+        for b in bytes { out += rewriter.feed([b]) }
+        #expect(rewriter.rewritten == 1)
+        #expect(out == chunks(.clipboard(.primary, .utf8Text, [UInt8](repeating: 0x41, count: 5000)))
+            + chunks(.monitorsConfig(fromSpiceGTK.withoutPhysicalSize)))
+    }
+}
