@@ -36,6 +36,11 @@ import Testing
         #expect(throws: VDAgentError.self) { try VDAgentCodec.decode(.clipboardRequest, [0, 0][...], peer: spiceGTK) }
         #expect(throws: VDAgentError.self) { try VDAgentCodec.decode(.clipboard, [9, 0, 0, 0, 1, 0, 0, 0][...], peer: spiceGTK) }
         #expect(throws: VDAgentError.self) { try VDAgentCodec.decode(.announceCapabilities, [1][...], peer: []) }
+        // A grab with a torn selection prefix or type list.
+        #expect(throws: VDAgentError.self) { try VDAgentCodec.decode(.clipboardGrab, [1, 2][...], peer: spiceGTK) }
+        #expect(throws: VDAgentError.self) {
+            try VDAgentCodec.decode(.clipboardGrab, [0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1][...], peer: spiceGTK)
+        }
         #expect(throws: VDAgentError.self) {
             try VDAgentCodec.decode(.monitorsConfig, [0xFF, 0xFF, 0, 0, 0, 0, 0, 0][...], peer: [])
         }
@@ -172,5 +177,51 @@ import Testing
         #expect(rewriter.rewritten == 1)
         #expect(out == chunks(.clipboard(.primary, .utf8Text, [UInt8](repeating: 0x41, count: 5000)))
             + chunks(.monitorsConfig(fromSpiceGTK.withoutPhysicalSize)))
+    }
+}
+
+@Suite struct VDAgentClientLeavesMidMessageTests {
+    @Test func clientDisconnectedDiscardsTheClientsUnfinishedMessage() {
+        var reader = VDAgentReader()
+        // The client starts a 200 MiB message (over the limit: skipped) and vanishes after 2 KiB.
+        var bytes = VDAgentWriter.chunks(
+            Array(VDAgentWriter.message(.clipboard, []).prefix(16)) + [0, 0, 0x80, 0x0C] + [UInt8](repeating: 1, count: 2000),
+            port: .client)
+        bytes += VDAgentWriter.chunks(VDAgentWriter.message(.clientDisconnected, []), port: .server)
+        // The next client's first message must come through whole.
+        bytes += VDAgentWriter.chunks(VDAgentWriter.message(.clipboardRelease, [0, 0, 0, 0]), port: .client)
+        #expect(reader.feed(bytes) == [
+            .dropped(.oversize(declared: 200 << 20, limit: VDAgent.defaultMaxMessageSize)),
+            .message(.server, .clientDisconnected, []),
+            .message(.client, .clipboardRelease, [0, 0, 0, 0]),
+        ])
+    }
+}
+
+@Suite struct VDAgentReassemblyCostTests {
+    /// Reassembly must be linear: 32 MiB arrives as 16 Ki chunks of 2 KiB. A
+    /// copy of the partial payload per chunk (the bug this guards) moves about
+    /// 270 GB and runs for minutes; linear work takes well under a second.
+    @Test(.timeLimit(.minutes(1))) func thirtyTwoMiBInTwoKiBChunksIsLinear() {
+        let size = 32 << 20
+        let message = VDAgentWriter.message(.clipboard, [UInt8](repeating: 0x61, count: size))
+        let stream = VDAgentWriter.chunks(message, port: .client, maxChunk: VDAgent.maxChunkToGuest)
+        var reader = VDAgentReader()
+        var outputs: [VDAgentReader.Output] = []
+        let clock = ContinuousClock()
+        let elapsed = clock.measure {
+            var offset = 0
+            while offset < stream.count {
+                let n = min(4096, stream.count - offset)
+                outputs += reader.feed(Array(stream[offset..<offset + n]))
+                offset += n
+            }
+        }
+        guard case .message(.client, .clipboard, let payload) = outputs.first else {
+            Issue.record("no message: \(outputs.prefix(2))")
+            return
+        }
+        #expect(payload.count == size)
+        #expect(elapsed < .seconds(20), "reassembling 32 MiB took \(elapsed)")
     }
 }

@@ -104,10 +104,10 @@ public enum VDAgentCodec {
             if n < count { throw .truncated(type, needed: count, got: n) }
         }
         /// The selection prefix, if the peer uses one; returns the offset after it.
-        func selection() throws(VDAgentError) -> (VDAgentSelection, Int) {
+        func selection(shortPrefixAllowed: Bool = false) throws(VDAgentError) -> (VDAgentSelection, Int) {
             guard peer.contains(.clipboardSelection) else { return (.clipboard, 0) }
-            // spice-vdagentd's own RELEASE carries a 1-byte prefix: accept it.
-            try need(1)
+            // spice-vdagentd's own RELEASE carries a 1-byte prefix: accept it there only.
+            try need(shortPrefixAllowed ? 1 : 4)
             guard let s = VDAgentSelection(rawValue: r.u8(0)!) else {
                 throw .badValue(field: "selection", value: UInt32(r.u8(0)!))
             }
@@ -132,6 +132,8 @@ public enum VDAgentCodec {
                 serial = r.u32(o)
                 o += 4
             }
+            // A torn type list means the sender and we disagree on the layout.
+            if (n - o) % 4 != 0 { throw .truncated(type, needed: o + (n - o + 3) / 4 * 4, got: n) }
             var types: [VDAgentClipboardType] = []
             while o + 4 <= n {
                 // Types we do not know are skipped, as spice-vdagent skips them.
@@ -148,7 +150,7 @@ public enum VDAgentCodec {
             return .clipboard(s, t, Array(payload.dropFirst(o + 4)))
         case .clipboardRelease:
             if peer.contains(.clipboardSelection) && n == 0 { return .clipboardRelease(.clipboard) }
-            return .clipboardRelease(try selection().0)
+            return .clipboardRelease(try selection(shortPrefixAllowed: true).0)
         case .clientDisconnected:
             return .clientDisconnected
         case .maxClipboard:

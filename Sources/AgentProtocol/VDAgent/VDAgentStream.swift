@@ -60,7 +60,11 @@ public struct VDAgentReader: Sendable {
     }
 
     private mutating func consume(_ piece: ArraySlice<UInt8>, port: UInt32, into outputs: inout [Output]) {
-        var a = assemblies[port] ?? Assembly()
+        // Taken out of the dictionary so `a.payload` has one owner: appending to
+        // a copy that the dictionary still shares would copy the whole payload
+        // on every chunk (quadratic: a 32 MiB paste never finished under TCG).
+        var a = assemblies.removeValue(forKey: port) ?? Assembly()
+        let firstOutput = outputs.count
         var rest = piece
         while !rest.isEmpty {
             if a.expected == 0 && !a.skipping && a.payload.isEmpty {
@@ -98,6 +102,13 @@ public struct VDAgentReader: Sendable {
             if a.expected == 0 { finish(&a, port: port, into: &outputs) }
         }
         assemblies[port] = a
+        if port == VDAgentPort.server.rawValue,
+           outputs[firstOutput...].contains(where: { $0 == .message(.server, .clientDisconnected, []) })
+        {
+            // The client went away: whatever it was in the middle of sending
+            // will never be finished (spice-vdagentd resets here too).
+            assemblies[VDAgentPort.client.rawValue] = nil
+        }
     }
 
     private func finish(_ a: inout Assembly, port: UInt32, into outputs: inout [Output]) {
