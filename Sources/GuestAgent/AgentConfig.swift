@@ -30,6 +30,13 @@ struct AgentConfig: Equatable {
     /// The SPICE agent port (virtio-serial only, unless given). Our extension.
     var spicePath: String? = nil
     var spiceAgent = true
+    /// Lock the user sessions when the SPICE client goes away (our extension,
+    /// protocol.md §1.9), unless a client is back within `lockGraceSeconds`.
+    var lockOnDisconnect = true
+    var lockGraceSeconds = defaultLockGrace
+    static let defaultLockGrace = 5
+    /// The D-Bus system bus socket (DBUS_SYSTEM_BUS_ADDRESS or the standard path).
+    var systemBusPath = "/run/dbus/system_bus_socket"
 
     static let defaultSpicePath = "/dev/virtio-ports/com.redhat.spice.0"
 
@@ -59,6 +66,7 @@ struct AgentConfig: Equatable {
             "statedir=\(stateDir)", "verbose=\(verbose)", "retry-path=false",
             "block-rpcs=\(blockRPCs.joined(separator: ";"))",
             "allow-rpcs=\((allowRPCs ?? []).joined(separator: ";"))",
+            "lock-on-disconnect=\(lockOnDisconnect)", "lock-grace=\(lockGraceSeconds)",
         ]
         return lines.joined(separator: "\n") + "\n"
     }
@@ -97,6 +105,12 @@ enum AgentCommandLine {
           --spice-path=PATH     the SPICE agent port or device (default with virtio-serial:
                                 \(AgentConfig.defaultSpicePath))
           --no-spice-agent      do not serve the SPICE agent protocol
+          --no-lock-on-disconnect
+                                do not lock the user sessions when the SPICE client
+                                disconnects (by default they are locked through logind)
+          --lock-grace=SECONDS  a client back within this time prevents that lock
+                                (default \(AgentConfig.defaultLockGrace); config keys:
+                                lock-on-disconnect=true|false, lock-grace=SECONDS)
           -d, --daemonize, -r, --retry-path
                                 accepted for qemu-ga compatibility; the agent never
                                 daemonizes (systemd runs it) and always retries its path
@@ -122,6 +136,8 @@ enum AgentCommandLine {
         .init(short: "r", long: "retry-path", argument: .none),
         .init(short: "S", long: "spice-path", argument: .required),
         .init(short: "N", long: "no-spice-agent", argument: .none),
+        .init(short: "O", long: "no-lock-on-disconnect", argument: .none),
+        .init(short: "G", long: "lock-grace", argument: .required),
     ]
 
     /// Splits argv into (option letter, value) pairs, getopt_long style.
@@ -177,6 +193,9 @@ enum AgentCommandLine {
         case .success(let t): tokens = t
         }
         var config = AgentConfig()
+        if let address = environment("DBUS_SYSTEM_BUS_ADDRESS") {
+            config.systemBusPath = SystemBus.socketPath(environment: ["DBUS_SYSTEM_BUS_ADDRESS": address])
+        }
         // The config file first, so that options override it.
         let explicitConfig = tokens.last { $0.0 == "c" }?.1
         let configPath = explicitConfig ?? environment("QGA_CONF") ?? AgentConfig.defaultConfigPath
@@ -211,6 +230,12 @@ enum AgentCommandLine {
             case "l": config.logFile = value
             case "S": config.spicePath = value
             case "N": config.spiceAgent = false
+            case "O": config.lockOnDisconnect = false
+            case "G":
+                guard let seconds = Int(value!), (0...3600).contains(seconds) else {
+                    return .exit(code: 1, message: "guest-agent: --lock-grace needs whole seconds from 0 to 3600\n")
+                }
+                config.lockGraceSeconds = seconds
             case "f": config.pidFile = value
             case "a", "b":
                 if value == "help" {
@@ -265,6 +290,12 @@ enum AgentCommandLine {
             case "logfile": config.logFile = value
             case "pidfile": config.pidFile = value
             case "daemon", "retry-path": _ = try bool()
+            case "lock-on-disconnect": config.lockOnDisconnect = try bool()
+            case "lock-grace":
+                guard let seconds = Int(value), (0...3600).contains(seconds) else {
+                    throw ParseError("line \(number + 1): 'lock-grace' must be whole seconds from 0 to 3600")
+                }
+                config.lockGraceSeconds = seconds
             default: throw ParseError("line \(number + 1): unknown key '\(key)'")
             }
         }

@@ -59,6 +59,8 @@ public final class SpiceServer {
 
     /// Client connections and departures (main channel only), on the loop thread.
     public var onClient: (SpiceChannelEvent) -> Void = { _ in }
+    /// A notice from our guest agent (HostNotice: a JSON object's bytes, untrusted).
+    public var onAgentNotice: ([UInt8]) -> Void = { _ in }
 
     public static var version: String {
         let v = SPICE_SERVER_VERSION
@@ -115,6 +117,7 @@ public final class SpiceServer {
     public func attachAgent(fd: Int32, loop: EventLoop) {
         detachAgent()
         let device = VDAgentCharDevice(fd: fd, loop: loop)
+        device.onNotice = { [weak self] notice in self?.onAgentNotice(notice) }
         agentDevice = device
         device.register(with: server)
     }

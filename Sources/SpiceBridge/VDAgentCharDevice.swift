@@ -8,8 +8,9 @@ import Glibc
 /// The "vdagent" char device (spice.md §7): the server's view of the guest's
 /// com.redhat.spice.0 port, joined to that port's chardev socket.
 ///
-/// - guest -> server (`read`): bytes from the socket are buffered, and the
-///   server is woken with `spice_server_char_device_wakeup`.
+/// - guest -> server (`read`): bytes from the socket, less our agent's
+///   notices (HostNoticeTap), are buffered, and the server is woken with
+///   `spice_server_char_device_wakeup`.
 /// - server -> guest (`write`): passed through MonitorsConfigRewriter (for a
 ///   real spice-vdagentd), queued and written without blocking; while the
 ///   queue is long the server is told 0 bytes were taken and is woken when the
@@ -31,6 +32,9 @@ final class VDAgentCharDevice {
     private var toGuest: [UInt8] = []
     static let toGuestLimit = 64 << 10
     private var rewriter = MonitorsConfigRewriter()
+    /// Our agent's notices to hostvmm are taken out of the guest's stream here.
+    private var noticeTap = HostNoticeTap()
+    var onNotice: ([UInt8]) -> Void = { _ in }
 
     init(fd: Int32, loop: EventLoop) {
         self.fd = fd
@@ -74,7 +78,10 @@ final class VDAgentCharDevice {
         }
         switch Syscall.readSome(fd: fd) {
         case .data(let bytes):
-            fromGuest += bytes
+            let split = noticeTap.feed(bytes)
+            for notice in split.notices { onNotice(notice) }
+            guard !split.passThrough.isEmpty else { return }
+            fromGuest += split.passThrough
             spice_server_char_device_wakeup(instance)
         case .wouldBlock:
             break

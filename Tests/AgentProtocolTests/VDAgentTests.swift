@@ -225,3 +225,27 @@ import Testing
         #expect(elapsed < .seconds(20), "reassembling 32 MiB took \(elapsed)")
     }
 }
+
+@Suite struct HostNoticeTapTests {
+    @Test func noticesComeOutAndEverythingElsePassesInOrderHoweverSplit() {
+        let clipboard = VDAgentWriter.chunks(
+            VDAgentWriter.message(.clipboard, [1, 0, 0, 0] + [UInt8](repeating: 0x41, count: 100_000)), port: .client)
+        let serverOther = VDAgentWriter.chunks(VDAgentWriter.message(.reply, [2, 0, 0, 0, 0, 0, 0, 0]), port: .server)
+        let notice = HostNotice.encode(json: Array(#"{"event": "guest-locked"}"#.utf8))
+        let stream = clipboard + notice + serverOther + notice + clipboard
+        for step in [1, 7, 2048, stream.count] {
+            var tap = HostNoticeTap()
+            var out = HostNoticeTap.Output()
+            var i = 0
+            while i < stream.count {
+                let n = min(step, stream.count - i)
+                let o = tap.feed(Array(stream[i..<i + n]))
+                out.passThrough += o.passThrough
+                out.notices += o.notices
+                i += n
+            }
+            #expect(out.passThrough == clipboard + serverOther + clipboard, "step \(step)")
+            #expect(out.notices == [Array(#"{"event": "guest-locked"}"#.utf8), Array(#"{"event": "guest-locked"}"#.utf8)])
+        }
+    }
+}

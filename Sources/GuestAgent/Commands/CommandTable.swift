@@ -51,6 +51,6 @@ struct CommandTable: Sendable {
         SyncCommands.specs + InfoCommands.specs + PowerCommands.specs + TimeCommands.specs
             + HostInfoCommands.specs + CPUCommands.specs + MemoryCommands.specs + NetworkCommands.specs
             + FilesystemCommands.specs + FreezeCommands.specs + FileCommands.specs + ExecCommands.specs
-            + UserCommands.specs
+            + UserCommands.specs + LockCommands.specs
     )
 }

@@ -19,6 +19,7 @@ enum ControlCommands {
         },
         "query-balloon": { vm, _, done in vm.balloonInfo(completion: done) },
         "query-spice": { vm, _, done in done(.success(vm.spiceStatusJSON())) },
+        "lock": lock,
         "quit": { vm, _, done in
             vm.forceStop()
             done(.success(.object([:])))
@@ -76,6 +77,28 @@ enum ControlCommands {
             switch result {
             case .success(let value): done(.success(.object(["return": value ?? .object([:])])))
             case .failure(.agent(let e)): done(.success(.object(["error": e.json])))
+            case .failure(let e): done(.failure(.agent(e)))
+            }
+        }
+    }
+
+    /// Our agent's lock extension (protocol.md §1.9); a `guest-locked` event
+    /// reports which sessions it locked.
+    private static func lock(_ vm: VirtualMachine, _ args: JSONObject, _ done: @escaping Completion) {
+        let timeoutMs: UInt64
+        switch timeout(args, default: 15_000) {
+        case .failure(let e): return done(.failure(e))
+        case .success(let t): timeoutMs = t
+        }
+        vm.agent.send(QGARequest(execute: QGAExtensions.lockScreen), timeoutMs: timeoutMs) { result in
+            switch result {
+            case .success(let value):
+                var data: JSONObject = ["reason": .string("host-command")]
+                if case .object(let reply)? = value {
+                    for member in reply.members { data[member.key] = member.value }
+                }
+                vm.emit(VMEvent(name: "guest-locked", data: data))
+                done(.success(value ?? .object([:])))
             case .failure(let e): done(.failure(.agent(e)))
             }
         }

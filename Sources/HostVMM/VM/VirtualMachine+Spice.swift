@@ -97,9 +97,26 @@ extension VirtualMachine {
             let name = event.kind == .initialized ? "spice-client-connected" : "spice-client-disconnected"
             self.emit(VMEvent(name: name, data: ["address": .string(event.peer)]))
         }
+        server.onAgentNotice = { [unowned self] bytes in self.agentNotice(bytes) }
         spice = server
         onLog("SPICE \(SpiceServer.version) listening: \(spiceURI(includePassword: false))"
               + (setup.insecure ? " (no ticket: --spice-insecure)" : "; 'hostvmm spice \(config.name)' prints the URI with its ticket"))
+    }
+
+    /// Events our guest agent may report (HostNotice); anything else it sends is
+    /// logged and dropped: the guest is not trusted to name host events.
+    static let agentNoticeEvents: Set<String> = ["guest-locked", "guest-lock-failed"]
+
+    private func agentNotice(_ bytes: [UInt8]) {
+        guard case .object(let notice)? = try? JSONParser.parse(String(decoding: bytes, as: UTF8.self)),
+              let name = notice["event"]?.stringValue, Self.agentNoticeEvents.contains(name)
+        else {
+            onLog("ignored a malformed notice from the guest agent (\(bytes.count) bytes)")
+            return
+        }
+        var data = notice
+        data["event"] = nil
+        emit(VMEvent(name: name, data: data))
     }
 
     func spiceURI(includePassword: Bool) -> String {

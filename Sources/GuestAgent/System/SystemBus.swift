@@ -1,0 +1,148 @@
+import AgentProtocol
+import LinuxSystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A short-lived connection to the D-Bus system bus for method calls: connect,
+/// authenticate (EXTERNAL), Hello, then calls that each wait (bounded) for
+/// their reply. Signals and other traffic in between are skipped.
+final class SystemBus {
+    enum Failure: Error, CustomStringConvertible {
+        case noBus(String)
+        case protocolError(String)
+        case timeout(String)
+        /// The bus or the service answered with a D-Bus error.
+        case remote(name: String, text: String)
+
+        var description: String {
+            switch self {
+            case .noBus(let why): return why
+            case .protocolError(let why): return "D-Bus protocol error: \(why)"
+            case .timeout(let what): return "no answer from the system bus within the time limit (\(what))"
+            case .remote(let name, let text): return text.isEmpty ? name : "\(name): \(text)"
+            }
+        }
+    }
+
+    /// DBUS_SYSTEM_BUS_ADDRESS if it names a unix path, else the standard socket.
+    static func socketPath(environment: [String: String]) -> String {
+        if let address = environment["DBUS_SYSTEM_BUS_ADDRESS"],
+           let path = address.split(separator: ",").first(where: { $0.hasPrefix("unix:path=") })
+        {
+            return String(path.dropFirst("unix:path=".count))
+        }
+        return "/run/dbus/system_bus_socket"
+    }
+
+    private let fd: Int32
+    private var buffer: [UInt8] = []
+    private var serial: UInt32 = 0
+    let timeoutMs: Int32
+
+    init(path: String, timeoutMs: Int32 = 5000) throws(Failure) {
+        self.timeoutMs = timeoutMs
+        do { fd = try UnixSocket.connect(path: path) } catch {
+            throw .noBus("no D-Bus system bus at \(path) (\(error))")
+        }
+        Syscall.setNonBlocking(fd)
+        do {
+            try authenticate()
+            _ = try call(destination: "org.freedesktop.DBus", path: "/org/freedesktop/DBus",
+                         interface: "org.freedesktop.DBus", member: "Hello")
+        } catch {
+            close(fd)
+            throw error
+        }
+    }
+
+    deinit { close(fd) }
+
+    private func send(_ bytes: [UInt8]) throws(Failure) {
+        guard Syscall.writeAll(fd: fd, bytes, stallTimeoutMs: timeoutMs) else {
+            throw .protocolError("writing to the bus failed: \(FileIO.errnoText())")
+        }
+    }
+
+    /// Reads more bytes, waiting at most until `deadline`.
+    private func readMore(until deadline: Int64, what: String) throws(Failure) {
+        while true {
+            let left = deadline - Self.nowMs()
+            guard left > 0 else { throw .timeout(what) }
+            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            if Syscall.retrying({ poll(&pfd, 1, Int32(left)) }) < 0 { throw .protocolError("poll: \(FileIO.errnoText())") }
+            switch Syscall.readSome(fd: fd) {
+            case .data(let bytes):
+                buffer += bytes
+                return
+            case .wouldBlock:
+                continue
+            case .endOfStream:
+                throw .protocolError("the bus closed the connection")
+            case .failed:
+                throw .protocolError("reading from the bus failed: \(FileIO.errnoText())")
+            }
+        }
+    }
+
+    private static func nowMs() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
+    }
+
+    private func authenticate() throws(Failure) {
+        try send(DBusAuth.start(uid: getuid()))
+        let deadline = Self.nowMs() + Int64(timeoutMs)
+        while !buffer.contains(0x0A) { try readMore(until: deadline, what: "authentication") }
+        let end = buffer.firstIndex(of: 0x0A)!
+        let line = String(decoding: buffer[..<end], as: UTF8.self).trimmingCharacters(in: ["\r"])
+        buffer.removeFirst(end + 1)
+        guard case .ok = DBusAuth.parse(line) else { throw .protocolError("authentication refused: \(line)") }
+        try send(DBusAuth.begin)
+    }
+
+    /// Calls a method and returns its reply; a D-Bus error reply is thrown.
+    @discardableResult
+    func call(destination: String, path: String, interface: String, member: String,
+              _ arguments: [DBusValue] = []) throws(Failure) -> DBusMessage
+    {
+        serial += 1
+        let mine = serial
+        try send(DBusMessage.methodCall(serial: mine, destination: destination, path: path, interface: interface,
+                                        member: member, arguments).encode())
+        let deadline = Self.nowMs() + Int64(timeoutMs)
+        while true {
+            let decoded: (DBusMessage, consumed: Int)?
+            do { decoded = try DBusMessage.decode(buffer[...]) } catch {
+                throw .protocolError("\(error)")
+            }
+            guard let (message, consumed) = decoded else {
+                try readMore(until: deadline, what: "\(interface).\(member)")
+                continue
+            }
+            buffer.removeFirst(consumed)
+            guard message.replySerial == mine else { continue }  // a signal or someone else's traffic
+            if message.kind == .error {
+                throw .remote(name: message.errorName ?? "unknown error", text: message.body.first?.stringValue ?? "")
+            }
+            return message
+        }
+    }
+
+    /// org.freedesktop.DBus.Properties.Get, unwrapped from its variant.
+    func property(destination: String, path: String, interface: String, name: String) throws(Failure) -> DBusValue? {
+        let reply = try call(destination: destination, path: path, interface: "org.freedesktop.DBus.Properties",
+                             member: "Get", [.string(interface), .string(name)])
+        guard case .variant(let value)? = reply.body.first else { return nil }
+        return value
+    }
+}
+
+private extension String {
+    func trimmingCharacters(in set: Set<Character>) -> String {
+        var s = Substring(self)
+        while let last = s.last, set.contains(last) { s = s.dropLast() }
+        return String(s)
+    }
+}
