@@ -7,8 +7,10 @@ set -euo pipefail
 # Debian packages: QEMU 10 from bookworm-backports (the 6.12 guest kernel comes
 # from there too, downloaded by `hostvmm image build`), and the tools the image
 # builder calls.
-BACKPORTS_PACKAGES=(qemu-system-x86 qemu-guest-agent)
-PACKAGES=(kmod busybox-static cpio xz-utils zstd python3 ca-certificates systemd
+# The desktop image (`hostvmm image build --image desktop`) adds debootstrap
+# and e2fsprogs (mkfs.ext4 -d); each desktop VM's disk overlay needs qemu-img.
+BACKPORTS_PACKAGES=(qemu-system-x86 qemu-guest-agent qemu-utils)
+PACKAGES=(kmod busybox-static cpio xz-utils zstd python3 ca-certificates systemd debootstrap e2fsprogs tar
     libspice-server-dev pkg-config spice-client-gtk gir1.2-spiceclientglib-2.0 python3-gi)
 
 log() { printf 'setup: %s\n' "$*"; }

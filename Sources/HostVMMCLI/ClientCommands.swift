@@ -165,15 +165,30 @@ struct ImageCommand: ParsableCommand {
     struct Build: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "build",
-            abstract: "Build (or find in the cache) the embedded default guest image.",
-            discussion: "Cache: \(ImageBuilder.defaultCacheDir()) (HOSTVMM_CACHE_DIR moves it).")
-        @Flag(help: "Rebuild even if a cached image matches.") var force = false
+            abstract: "Build (or find in the cache) an embedded guest image.",
+            discussion: """
+                Images:
+                \(GuestImageKind.allCases.map { "  " + $0.summary }.joined(separator: "\n"))
+                Cache: \(ImageBuilder.defaultCacheDir()) (HOSTVMM_CACHE_DIR moves it): images/KEY for the \
+                default image, images/desktop-KEY and desktop/base-*.tar (debootstrap's tree) for the desktop \
+                image. The desktop image needs root, debootstrap and e2fsprogs (scripts/setup.sh installs them).
+                """)
+        @Option(help: "default or desktop.") var image: String = GuestImageKind.default.rawValue
+        @Flag(help: "Rebuild even if a cached image matches (for desktop: debootstrap again too).") var force = false
         @Option(help: "Use this guest-agent binary instead of building one.") var agent: String?
+
+        func validate() throws {
+            guard GuestImageKind(rawValue: image) != nil else {
+                throw ValidationError("--image must be one of \(GuestImageKind.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+        }
 
         func run() {
             do {
-                let image = try ImageBuilder(agentPath: agent) { say($0) }.build(force: force)
-                _ = Syscall.writeAll(fd: 1, Array("kernel: \(image.kernel)\ninitrd: \(image.initrd)\n".utf8))
+                let built = try GuestImageKind(rawValue: image)!.build(agentPath: agent, force: force) { say($0) }
+                var text = "kernel: \(built.kernel)\ninitrd: \(built.initrd)\n"
+                if let disk = built.disk { text += "disk: \(disk)\n" }
+                _ = Syscall.writeAll(fd: 1, Array(text.utf8))
             } catch {
                 fail("cannot build the guest image: \(error)")
             }

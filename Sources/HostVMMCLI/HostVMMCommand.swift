@@ -7,7 +7,8 @@ struct HostVMMCommand: ParsableCommand {
         commandName: "hostvmm",
         abstract: "Boot Linux VMs under QEMU with a guest agent, SPICE-agent, pvpanic and balloon channels.",
         discussion: """
-            'hostvmm up' boots the embedded default guest and supervises it; the other
+            'hostvmm up' boots an embedded guest (--image default: busybox; --image desktop:
+            Debian 12 with systemd and logind) and supervises it; the other
             commands talk to a running VM through its control socket in
             \(StateDirectory.root())/NAME (set HOSTVMM_STATE_DIR to move it).
             """,

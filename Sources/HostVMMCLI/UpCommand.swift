@@ -13,14 +13,23 @@ struct UpCommand: ParsableCommand {
             event per line. Ctrl-C shuts the guest down gracefully (the agent if it is
             ready, else ACPI); a second Ctrl-C stops QEMU at once. The exit status is 0
             when QEMU exits cleanly (guest poweroff, 'hostvmm shutdown', 'hostvmm down').
+
+            Images (--image), built on first use and cached in \(ImageBuilder.defaultCacheDir()) \
+            (HOSTVMM_CACHE_DIR moves it); 'hostvmm image build --image NAME' builds one ahead:
+            \(GuestImageKind.allCases.map { "  " + $0.summary }.joined(separator: "\n"))
+            A desktop VM boots a copy-on-write overlay of the cached disk (disk.qcow2 in its \
+            state directory), made fresh at every 'up': nothing the guest writes survives it.
             """
     )
 
     @Option(name: .long, help: "VM name (state in \(StateDirectory.root())/NAME).")
     var name: String = VMConfig.defaultName
 
-    @Option(name: .long, help: "Guest memory, e.g. 512M or 2G.")
-    var memory: String = "512M"
+    @Option(name: .long, help: "Guest image: default (busybox, boots in seconds) or desktop (Debian 12 with systemd and logind; first build ~2-4 min). See above.")
+    var image: String = GuestImageKind.default.rawValue
+
+    @Option(name: .long, help: "Guest memory, e.g. 512M or 2G (default: 512M; 1G for --image desktop).")
+    var memory: String?
 
     @Option(name: .long, help: "Virtual CPUs.")
     var cpus: Int = VMConfig.defaultCPUs
@@ -31,7 +40,7 @@ struct UpCommand: ParsableCommand {
     @Flag(name: .long, help: "Run in the background; return once the guest agent answers.")
     var detach = false
 
-    @Option(name: .long, help: "Seconds --detach waits for the agent before giving up.")
+    @Option(name: .long, help: "Seconds --detach waits for the agent before giving up (the desktop image boots in ~25-40 s under TCG).")
     var readyTimeout: Double = 300
 
     @Option(name: .long, help: "Use this guest-agent binary instead of building one.")
@@ -42,6 +51,9 @@ struct UpCommand: ParsableCommand {
 
     @Option(name: .long, help: "Initramfs to boot instead of the embedded image's (needs --kernel).")
     var initrd: String?
+
+    @Option(name: .long, help: "Raw root disk to boot (with --kernel and --initrd) as /dev/vda, root=/dev/vda rw; the VM writes only an overlay of it.")
+    var disk: String?
 
     @Option(name: .long, help: "QEMU binary.")
     var qemu: String?
@@ -84,6 +96,13 @@ struct UpCommand: ParsableCommand {
         guard (1...64).contains(cpus) else { throw ValidationError("--cpus must be from 1 to 64") }
         guard ["auto", "kvm", "tcg"].contains(accel) else { throw ValidationError("--accel must be auto, kvm or tcg") }
         guard (kernel == nil) == (initrd == nil) else { throw ValidationError("--kernel and --initrd go together") }
+        guard let kind = GuestImageKind(rawValue: image) else {
+            throw ValidationError("--image must be one of \(GuestImageKind.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        if disk != nil && kernel == nil { throw ValidationError("--disk needs --kernel and --initrd") }
+        if kernel != nil && kind != .default && disk == nil {
+            throw ValidationError("--image \(image) with --kernel needs its --disk")
+        }
         guard PanicPolicy(rawValue: onPanic) != nil else {
             throw ValidationError("--on-panic must be one of \(PanicPolicy.allCases.map(\.rawValue).joined(separator: ", "))")
         }
@@ -97,10 +116,13 @@ struct UpCommand: ParsableCommand {
             throw ValidationError("--spice-insecure and --spice-password-file exclude each other")
         }
         let bytes: UInt64
-        do { bytes = try VMConfig.parseSize(memory) } catch { throw ValidationError(error.description) }
+        do { bytes = try VMConfig.parseSize(memoryText) } catch { throw ValidationError(error.description) }
         guard bytes >= 128 << 20 else { throw ValidationError("--memory must be at least 128M") }
         guard bytes <= 64 << 30 else { throw ValidationError("--memory must be at most 64G") }
     }
+
+    private var kind: GuestImageKind { GuestImageKind(rawValue: image) ?? .default }
+    private var memoryText: String { memory ?? kind.defaultMemory }
 
     func run() throws {
         let qemuBinary: QEMUBinary
@@ -112,25 +134,28 @@ struct UpCommand: ParsableCommand {
 
         var kernelPath = kernel
         var initrdPath = initrd
+        var diskPath = disk
         if kernelPath == nil {
             do {
-                let image = try ImageBuilder(agentPath: agent) { line in say(line) }.build()
-                kernelPath = image.kernel
-                initrdPath = image.initrd
+                let built = try kind.build(agentPath: agent) { line in say(line) }
+                kernelPath = built.kernel
+                initrdPath = built.initrd
+                diskPath = built.disk
             } catch {
                 fail("cannot build the guest image: \(error)")
             }
         }
 
         if detach {
-            try runDetached(kernel: kernelPath!, initrd: initrdPath!, state: state)
+            try runDetached(kernel: kernelPath!, initrd: initrdPath!, disk: diskPath, state: state)
             return
         }
 
         let accelerator: AcceleratorChoice = accel == "auto" ? .detect() : .forced(accel == "kvm" ? .kvm : .tcg)
         var config = VMConfig(
-            name: name, memoryBytes: try VMConfig.parseSize(memory), cpus: cpus, accelerator: accelerator,
+            name: name, memoryBytes: try VMConfig.parseSize(memoryText), cpus: cpus, accelerator: accelerator,
             kernelPath: kernelPath!, initrdPath: initrdPath!, qemuPath: qemuBinary.path)
+        config.rootDisk = diskPath
         config.acpi = !noACPI
         if noSpice {
             config.spice = nil
@@ -152,10 +177,10 @@ struct UpCommand: ParsableCommand {
 
     /// Starts `hostvmm up` again in its own session with the image already
     /// built, output to hostvmm.log, then waits for the agent.
-    private func runDetached(kernel: String, initrd: String, state: StateDirectory) throws {
+    private func runDetached(kernel: String, initrd: String, disk: String?, state: StateDirectory) throws {
         try state.create()
-        var args = [CommandLine.arguments[0], "up", "--name", name, "--memory", memory, "--cpus", String(cpus),
-                    "--accel", accel, "--kernel", kernel, "--initrd", initrd, "--on-panic", onPanic,
+        var args = [CommandLine.arguments[0], "up", "--name", name, "--memory", memoryText, "--cpus", String(cpus),
+                    "--accel", accel, "--image", image, "--kernel", kernel, "--initrd", initrd, "--on-panic", onPanic,
                     "--keep-crashes", String(keepCrashes), "--vmcore", vmcore, "--spice", spice]
         args += noACPI ? ["--no-acpi"] : []
         args += noSpice ? ["--no-spice"] : []
@@ -165,6 +190,7 @@ struct UpCommand: ParsableCommand {
             if let value { args += [flag, value] }
         }
         if let qemu { args += ["--qemu", qemu] }
+        if let disk { args += ["--disk", disk] }
         let logFD = try state.openLog(state.hostvmmLog)
         let devNull = open("/dev/null", O_RDONLY | O_CLOEXEC)
         let pid = try Subprocess.spawn(args, stdin: devNull, stdout: logFD, stderr: logFD, detach: .session)

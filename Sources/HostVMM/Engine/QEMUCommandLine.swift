@@ -11,6 +11,9 @@ public enum QEMUCommandLine {
     public static let spiceAgentPortName = "com.redhat.spice.0"
     public static let reconnectMs = 500
     public static let balloonID = "balloon0"
+    public static let rootDiskID = "disk0"
+    /// What the kernel is told when the VM has a root disk (the first virtio-blk disk).
+    public static let rootDiskArguments = "root=/dev/vda rw"
     /// How often the guest refreshes the balloon's memory statistics.
     public static let balloonStatsIntervalSeconds = 2
 
@@ -35,7 +38,8 @@ public enum QEMUCommandLine {
             "-initrd", config.initrdPath,
             // SeaBIOS builds ACPI tables itself when QEMU gives none, so "no ACPI"
             // is the guest kernel's choice: acpi=off on its command line.
-            "-append", config.kernelCommandLine + (config.acpi ? "" : " acpi=off"),
+            "-append", config.kernelCommandLine + (config.rootDisk == nil ? "" : " \(rootDiskArguments)")
+                + (config.acpi ? "" : " acpi=off"),
             // Serial console to a file hostvmm tails; the kernel's panic text lands there.
             "-chardev", "file,id=serial0,path=\(state.consoleLog)",
             "-serial", "chardev:serial0",
@@ -52,6 +56,15 @@ public enum QEMUCommandLine {
             "-device", "virtio-balloon-pci,id=\(balloonID),deflate-on-oom=on,free-page-reporting=on,"
                 + "guest-stats-polling-interval=\(balloonStatsIntervalSeconds)",
         ]
+        if config.rootDisk != nil {
+            // The overlay, not the cached image (DiskOverlay). cache=unsafe: the
+            // overlay is thrown away at the next `up`, so the guest's flushes
+            // would buy nothing but time; discard=unmap lets fstrim shrink it.
+            args += [
+                "-drive", "file=\(state.diskOverlay),if=none,id=\(rootDiskID),format=qcow2,cache=unsafe,discard=unmap",
+                "-device", "virtio-blk-pci,drive=\(rootDiskID),id=vda",
+            ]
+        }
         return args
     }
 }

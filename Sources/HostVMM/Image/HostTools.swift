@@ -12,6 +12,17 @@ enum HostTool: String, CaseIterable {
     case busybox
     case ldd
     case sha256sum
+    // The desktop image (DesktopImageBuilder) only:
+    case debootstrap
+    case mkfsExt4 = "mkfs.ext4"
+    case tar
+    // Each desktop VM's copy-on-write overlay of the cached disk (DiskOverlay).
+    case qemuImg = "qemu-img"
+
+    /// What the default (busybox initramfs) image needs.
+    static let defaultImage: [HostTool] = [.aptGet, .aptCache, .dpkgDeb, .depmod, .xz, .busybox, .ldd, .sha256sum]
+    /// What the desktop image needs on top (qemu-img is checked when a VM starts).
+    static let desktopImage: [HostTool] = defaultImage + [.debootstrap, .mkfsExt4, .tar]
 
     var package: String {
         switch self {
@@ -22,6 +33,10 @@ enum HostTool: String, CaseIterable {
         case .busybox: return "busybox-static"
         case .ldd: return "libc-bin"
         case .sha256sum: return "coreutils"
+        case .debootstrap: return "debootstrap"
+        case .mkfsExt4: return "e2fsprogs"
+        case .tar: return "tar"
+        case .qemuImg: return "qemu-utils"
         }
     }
 
@@ -73,14 +88,18 @@ public enum ImageBuildError: Error, CustomStringConvertible {
 }
 
 /// Runs a tool to completion; stdout is returned as text.
-func runTool(_ argv: [String], in directory: String? = nil) throws(ImageBuildError) -> String {
-    String(decoding: try runToolData(argv, in: directory), as: UTF8.self)
+func runTool(_ argv: [String], in directory: String? = nil, environment: [String: String]? = nil)
+    throws(ImageBuildError) -> String
+{
+    String(decoding: try runToolData(argv, in: directory, environment: environment), as: UTF8.self)
 }
 
 /// Runs a tool to completion; stdout is returned as bytes.
-func runToolData(_ argv: [String], in directory: String? = nil) throws(ImageBuildError) -> Data {
+func runToolData(_ argv: [String], in directory: String? = nil, environment: [String: String]? = nil)
+    throws(ImageBuildError) -> Data
+{
     do {
-        return try runCapturing(argv, in: directory)
+        return try runCapturing(argv, in: directory, environment: environment)
     } catch {
         throw .commandFailed(error.description)
     }

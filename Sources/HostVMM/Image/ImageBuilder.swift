@@ -1,10 +1,12 @@
 import Foundation
 
-/// A built guest image: kernel + initramfs, in the cache.
+/// A built guest image: kernel + initramfs, in the cache, and for the desktop
+/// image a raw root disk (which VMs never write: each boots an overlay of it).
 public struct GuestImage: Sendable {
     public var kernel: String
     public var initrd: String
     public var key: String
+    public var disk: String? = nil
 }
 
 /// Builds the embedded default guest (issue 2 §2; architecture.md §5):
@@ -46,7 +48,7 @@ public struct ImageBuilder {
         }
 
         progress("checking host tools")
-        for tool in HostTool.allCases { _ = try tool.locate() }
+        for tool in HostTool.defaultImage { _ = try tool.locate() }
         let busybox = try HostTool.busybox.locate()
         // ldd fails on a static binary; a dynamic busybox would not run in the guest.
         if (try? runTool([try HostTool.ldd.locate(), busybox])) != nil { throw ImageBuildError.notStaticBusybox(busybox) }

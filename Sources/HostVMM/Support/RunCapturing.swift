@@ -8,11 +8,14 @@ struct CommandFailure: Error, CustomStringConvertible {
 /// Runs a short-lived program to completion and returns its stdout; a start
 /// failure or non-zero exit throws with the last lines of its stderr. For the
 /// host tools hostvmm calls (apt, dpkg, depmod, qemu --version, swift build).
-func runCapturing(_ argv: [String], in directory: String? = nil) throws(CommandFailure) -> Data {
+func runCapturing(_ argv: [String], in directory: String? = nil, environment: [String: String]? = nil)
+    throws(CommandFailure) -> Data
+{
     let process = Process()
     process.executableURL = URL(fileURLWithPath: argv[0])
     process.arguments = Array(argv.dropFirst())
     if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
+    if let environment { process.environment = environment }
     let out = Pipe()
     let err = Pipe()
     process.standardOutput = out

@@ -26,6 +26,8 @@ public struct StateDirectory: Sendable {
     public var consoleLog: String { "\(path)/console.log" }
     public var qemuLog: String { "\(path)/qemu.log" }
     public var hostvmmLog: String { "\(path)/hostvmm.log" }
+    /// The VM's copy-on-write overlay of its root disk (DiskOverlay).
+    public var diskOverlay: String { "\(path)/disk.qcow2" }
 
     /// Creates the directory (and the root) with mode 0700, tightening an existing one.
     public func create() throws {

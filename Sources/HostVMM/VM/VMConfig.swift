@@ -12,6 +12,10 @@ public struct VMConfig: Sendable {
     public var accelerator: AcceleratorChoice
     public var kernelPath: String
     public var initrdPath: String
+    /// A raw root disk image (the desktop guest's), or nil for an initramfs-only
+    /// guest. The VM never writes it: it boots a qcow2 overlay of it in its
+    /// state directory, as /dev/vda, with `root=/dev/vda rw`.
+    public var rootDisk: String?
     public var kernelCommandLine: String = "console=ttyS0 loglevel=4 panic=-1"
     public var qemuPath: String
     public var panic = PanicSettings()

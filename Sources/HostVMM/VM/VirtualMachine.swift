@@ -84,6 +84,10 @@ public final class VirtualMachine {
         let logFD = try state.openLog(state.qemuLog)
         defer { close(logFD) }
         if let consoleFD = try? state.openLog(state.consoleLog) { close(consoleFD) }  // 0600 before QEMU opens it
+        if let disk = config.rootDisk {
+            try DiskOverlay.create(base: disk, at: state.diskOverlay)
+            onLog("root disk: \(state.diskOverlay), a copy-on-write overlay of \(disk)")
+        }
         launchTime = EventLoop.now()
         let args = QEMUCommandLine.arguments(config: config, state: state)
         qemu = try QEMUProcess(arguments: args, logFD: logFD, loop: loop) { [unowned self] status in
