@@ -5,11 +5,13 @@
 set -euo pipefail
 
 # Debian packages: QEMU 10 from bookworm-backports (the 6.12 guest kernel comes
-# from there too, downloaded by `hostvmm image build`), and the tools the image
-# builder calls.
+# from there too, downloaded by `hostvmm image build`), the tools the image
+# builder calls, the X11 client libraries guest-agent links statically (its
+# X11 clipboard), and Xvfb + xclip for the X11 clipboard tests.
 BACKPORTS_PACKAGES=(qemu-system-x86 qemu-guest-agent)
 PACKAGES=(kmod busybox-static cpio xz-utils zstd python3 ca-certificates systemd
-    libspice-server-dev pkg-config spice-client-gtk gir1.2-spiceclientglib-2.0 python3-gi)
+    libspice-server-dev pkg-config spice-client-gtk gir1.2-spiceclientglib-2.0 python3-gi
+    libx11-dev libxfixes-dev libxcb1-dev libxau-dev libxdmcp-dev xvfb xclip)
 
 log() { printf 'setup: %s\n' "$*"; }
 

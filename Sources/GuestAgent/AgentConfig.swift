@@ -30,6 +30,9 @@ struct AgentConfig: Equatable {
     /// The SPICE agent port (virtio-serial only, unless given). Our extension.
     var spicePath: String? = nil
     var spiceAgent = true
+    /// The X display whose clipboard the SPICE agent serves ($DISPLAY unless
+    /// given); nil or empty: the headless clipboard. Our extension.
+    var x11Display: String? = nil
 
     static let defaultSpicePath = "/dev/virtio-ports/com.redhat.spice.0"
 
@@ -59,6 +62,7 @@ struct AgentConfig: Equatable {
             "statedir=\(stateDir)", "verbose=\(verbose)", "retry-path=false",
             "block-rpcs=\(blockRPCs.joined(separator: ";"))",
             "allow-rpcs=\((allowRPCs ?? []).joined(separator: ";"))",
+            "x11-display=\(x11Display ?? "")",
         ]
         return lines.joined(separator: "\n") + "\n"
     }
@@ -97,6 +101,9 @@ enum AgentCommandLine {
           --spice-path=PATH     the SPICE agent port or device (default with virtio-serial:
                                 \(AgentConfig.defaultSpicePath))
           --no-spice-agent      do not serve the SPICE agent protocol
+          --x11-display=DISPLAY the X display whose clipboard (CLIPBOARD, PRIMARY) the SPICE
+                                agent shares (default $DISPLAY; empty: the headless clipboard,
+                                `guest-agent clipboard`); until it opens, headless, retried every 3 s
           -d, --daemonize, -r, --retry-path
                                 accepted for qemu-ga compatibility; the agent never
                                 daemonizes (systemd runs it) and always retries its path
@@ -122,6 +129,7 @@ enum AgentCommandLine {
         .init(short: "r", long: "retry-path", argument: .none),
         .init(short: "S", long: "spice-path", argument: .required),
         .init(short: "N", long: "no-spice-agent", argument: .none),
+        .init(short: "X", long: "x11-display", argument: .required),
     ]
 
     /// Splits argv into (option letter, value) pairs, getopt_long style.
@@ -177,6 +185,7 @@ enum AgentCommandLine {
         case .success(let t): tokens = t
         }
         var config = AgentConfig()
+        config.x11Display = environment("DISPLAY")
         // The config file first, so that options override it.
         let explicitConfig = tokens.last { $0.0 == "c" }?.1
         let configPath = explicitConfig ?? environment("QGA_CONF") ?? AgentConfig.defaultConfigPath
@@ -211,6 +220,7 @@ enum AgentCommandLine {
             case "l": config.logFile = value
             case "S": config.spicePath = value
             case "N": config.spiceAgent = false
+            case "X": config.x11Display = value
             case "f": config.pidFile = value
             case "a", "b":
                 if value == "help" {
@@ -264,6 +274,7 @@ enum AgentCommandLine {
             case "block-rpcs": config.blockRPCs = list
             case "logfile": config.logFile = value
             case "pidfile": config.pidFile = value
+            case "x11-display": config.x11Display = value
             case "daemon", "retry-path": _ = try bool()
             default: throw ParseError("line \(number + 1): unknown key '\(key)'")
             }
