@@ -97,6 +97,43 @@ import Testing
         }
         #expect(env.agent.count(containing: "using X display") == 1, "\(env.agent.transcript)")
     }
+
+    /// An agent started before its X server picks it up, and survives the server going away.
+    @Test(.enabled(if: toolsInstalled, "Xvfb and xclip are not installed (scripts/setup.sh installs xvfb and xclip)"))
+    func displayOpenedLateAndLostWithoutEndingTheAgent() throws {
+        let dir = try TestEnvironment.temporaryDirectory("x11-late")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        guard let number = (150..<250).first(where: {
+            !FileManager.default.fileExists(atPath: "/tmp/.X11-unix/X\($0)") && !FileManager.default.fileExists(atPath: "/tmp/.X\($0)-lock")
+        }) else { throw TestFailure("no free X display number in 150..<250") }
+        let agent = try WatchedProcess(TestEnvironment.guestAgent,
+                                       ["-m", "unix-listen", "-p", "\(dir)/qga.sock", "-t", dir,
+                                        "--spice-path", "\(dir)/no-spice-here", "--x11-display", ":\(number)"],
+                                       environment: ["QGA_CONF": "/dev/null"])
+        defer {
+            agent.signal(SIGTERM)
+            _ = agent.waitForExit(timeout: 10)
+        }
+        #expect(agent.waitForLine(containing: "cannot open X display ':\(number)'", timeout: 10) != nil, "\(agent.transcript)")
+
+        let xvfb = try WatchedProcess(Self.xvfb, [":\(number)", "-nolisten", "tcp"])
+        defer {
+            xvfb.signal(SIGTERM)
+            _ = xvfb.waitForExit(timeout: 10)
+        }
+        // The agent retries every 3 s.
+        #expect(agent.waitForLine(containing: "using X display ':\(number)'", timeout: 20) != nil,
+                "agent: \(agent.transcript)\nXvfb: \(xvfb.transcript)")
+
+        xvfb.signal(SIGTERM)
+        #expect(xvfb.waitForExit(timeout: 10) != nil)
+        #expect(agent.waitForLine(containing: "lost X display", timeout: 10) != nil, "\(agent.transcript)")
+        // Still serving its QGA side: Xlib's I/O error did not end the process.
+        let c = try AgentConnection(path: "\(dir)/qga.sock")
+        c.send(#"{"execute":"guest-ping"}"#)
+        #expect(try c.readLineText() == #"{"return": {}}"#)
+        #expect(agent.count(containing: "cannot open X display") == 1, "one line while the display is missing: \(agent.transcript)")
+    }
 }
 
 /// Xvfb, a SPICE server on its own loop listening for the agent on a unix
