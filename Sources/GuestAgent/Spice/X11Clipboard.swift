@@ -102,6 +102,9 @@ final class X11Clipboard: ClipboardBackend, @unchecked Sendable {
         onConnectionChange(on)
     }
 
+    // Not optimized: with the connection's code inlined into this retry loop,
+    // the release optimizer (loop-invariant code motion) ran for tens of minutes.
+    @_optimize(none)
     private func run() {
         var announced = false
         while true {
@@ -216,12 +219,14 @@ private final class X11Connection {
     private var names: [Atom: String] = [:]
     private let clipboardState = SelectionState()
     private let primaryState = SelectionState()
+    @inline(never)
     private func state(_ selection: VDAgentSelection) -> SelectionState {
         selection == .primary ? primaryState : clipboardState
     }
     private var bothStates: [(VDAgentSelection, SelectionState)] { [(.clipboard, clipboardState), (.primary, primaryState)] }
     private var sends: [Send] = []
 
+    @inline(never)
     init?(name: String, owner: X11Clipboard) {
         guard let display = XOpenDisplay(name) else { return nil }
         var eventBase: Int32 = 0
@@ -293,6 +298,8 @@ private final class X11Connection {
 
     // MARK: The loop
 
+    // Handlers stay out of line (@inline(never)), keeping every loop small for the optimizer.
+    @inline(never)
     func run() {
         let xfd = XConnectionNumber(display)
         while !Self.ioErrorHappened {
@@ -332,6 +339,7 @@ private final class X11Connection {
         return Int32(clamping: max(0, first - Clock.milliseconds()))
     }
 
+    @inline(never)
     private func expire() {
         let now = Clock.milliseconds()
         for (selection, _) in bothStates {
@@ -356,6 +364,7 @@ private final class X11Connection {
 
     // MARK: Work from the SPICE side
 
+    @inline(never)
     private func handle(_ command: X11Clipboard.Command) {
         switch command {
         case .grabbed(let selection, let types):
@@ -396,6 +405,7 @@ private final class X11Connection {
     }
 
     /// Forget the client's ownership (a new grab, a release, the client gone): refuse what waits.
+    @inline(never)
     private func dropClientOwnership(_ selection: VDAgentSelection) {
         let s = state(selection)
         let waiting = s.waiting
@@ -406,6 +416,7 @@ private final class X11Connection {
         for r in waiting { refuse(r) }
     }
 
+    @inline(never)
     private func clientSent(_ selection: VDAgentSelection, type: VDAgentClipboardType, data: [UInt8]) {
         let s = state(selection)
         guard let asked = s.asked else { return }
@@ -421,12 +432,14 @@ private final class X11Connection {
         askClientForNext(selection)
     }
 
+    @inline(never)
     private func refuseWaiting(_ selection: VDAgentSelection, type: VDAgentClipboardType) {
         let refused = state(selection).waiting.filter { $0.type == type }
         state(selection).waiting.removeAll { $0.type == type }
         for r in refused { refuse(r) }
     }
 
+    @inline(never)
     private func askClientForNext(_ selection: VDAgentSelection) {
         guard state(selection).asked == nil, let next = state(selection).waiting.first else { return }
         state(selection).asked = (next.type, Clock.milliseconds() + Self.clientTimeoutMs)
@@ -435,6 +448,7 @@ private final class X11Connection {
 
     // MARK: X events
 
+    @inline(never)
     private func handle(_ event: inout XEvent) {
         let type = event.type
         if type == fixesEventBase + CX11_FIXES_SELECTION_NOTIFY {
@@ -482,6 +496,7 @@ private final class X11Connection {
     }
 
     /// A guest program took `selection` (or, with 0, nobody owns it now).
+    @inline(never)
     private func ownerChanged(_ selection: VDAgentSelection, to newOwner: Window, time: Time) {
         // Stale if we took the selection again since.
         if newOwner != 0 && XGetSelectionOwner(display, selectionAtom(selection)) == window { return }
@@ -500,12 +515,14 @@ private final class X11Connection {
                           time == 0 ? Time(CurrentTime) : time)
     }
 
+    @inline(never)
     private func targetsArrived(_ selection: VDAgentSelection) {
         let p = readProperty(window, property(selection, targets: true))
         let targets: [String] = p?.format == 32 ? p!.longs.compactMap { name(Atom($0)) } : []
         offer(selection, targets: targets)
     }
 
+    @inline(never)
     private func offer(_ selection: VDAgentSelection, targets: [String]) {
         guard state(selection).owner != 0 else { return }
         let offer = ClipboardTargets.offer(fromTargets: targets)
@@ -519,6 +536,7 @@ private final class X11Connection {
         }
     }
 
+    @inline(never)
     private func startFetch(_ selection: VDAgentSelection) {
         while let type = state(selection).clientWants.first {
             guard let target = state(selection).offered[type], state(selection).owner != 0 else {
@@ -534,6 +552,7 @@ private final class X11Connection {
         }
     }
 
+    @inline(never)
     private func dataArrived(_ selection: VDAgentSelection) {
         guard state(selection).fetch != nil else { return }
         let prop = property(selection, targets: false)
@@ -550,6 +569,7 @@ private final class X11Connection {
         }
     }
 
+    @inline(never)
     private func incrPieceArrived(_ selection: VDAgentSelection) {
         guard let p = readProperty(window, property(selection, targets: false)) else { return finishFetch(selection, data: nil) }
         if p.type == 0 { return }  // already read
@@ -566,6 +586,7 @@ private final class X11Connection {
     }
 
     /// The conversion for the client's first wanted type is over (nil: failed): answer it, start the next.
+    @inline(never)
     private func finishFetch(_ selection: VDAgentSelection, data: [UInt8]?) {
         guard let fetch = state(selection).fetch else { return }
         state(selection).fetch = nil
@@ -580,6 +601,7 @@ private final class X11Connection {
 
     // MARK: Answering X programs (we hold the selection for the client)
 
+    @inline(never)
     private func selectionRequested(_ e: XSelectionRequestEvent) {
         let property = e.property == 0 ? e.target : e.property  // obsolete requestors leave it None
         guard let selection = selection(of: e.selection), let types = state(selection).clientTypes,
@@ -615,6 +637,7 @@ private final class X11Connection {
     }
 
     /// Writes `data` for `r`: in one property, or with INCR when larger than a chunk.
+    @inline(never)
     private func answer(_ r: XRequest, data: [UInt8]) {
         // TEXT asks for any text encoding: say which one we wrote.
         let type = name(r.target) == "TEXT" ? atom("UTF8_STRING") : r.target
@@ -632,6 +655,7 @@ private final class X11Connection {
     }
 
     /// The requestor deleted a property: the next INCR piece, or the final empty one.
+    @inline(never)
     private func continueSend(requestor: Window, property: Atom) {
         guard let i = sends.firstIndex(where: { $0.requestor == requestor && $0.property == property }) else { return }
         var s = sends[i]
@@ -648,6 +672,7 @@ private final class X11Connection {
         sends[i] = s
     }
 
+    @inline(never)
     private func stopWatching(_ requestor: Window) {
         if !sends.contains(where: { $0.requestor == requestor }) { XSelectInput(display, requestor, CX11_NO_EVENT_MASK) }
     }
@@ -680,6 +705,7 @@ private final class X11Connection {
     }
 
     /// Reads a whole property in pieces, then deletes it; nil if it failed or exceeds the clipboard limit.
+    @inline(never)
     private func readProperty(_ w: Window, _ property: Atom) -> Property? {
         var result = Property(type: 0, format: 0, bytes: [], longs: [])
         var offset = 0  // in 32-bit units, as the protocol counts
