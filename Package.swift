@@ -18,7 +18,10 @@ let package = Package(
         // Wire formats only: JSON, QGA framing and sync. No I/O, no Foundation.
         .target(name: "AgentProtocol"),
         // The guest binary. Standard library + Glibc only, so the static build stays small.
-        .executableTarget(name: "GuestAgent", dependencies: ["AgentProtocol", "LinuxSystem"]),
+        // The X11 clipboard backend links libX11/libXfixes statically in the guest build.
+        .executableTarget(name: "GuestAgent", dependencies: ["AgentProtocol", "LinuxSystem", "CX11"]),
+        // libX11 + libXfixes (Debian libx11-dev, libxfixes-dev; static: libxcb1-dev, libxau-dev, libxdmcp-dev).
+        .systemLibrary(name: "CX11", providers: [.apt(["libx11-dev", "libxfixes-dev", "libxcb1-dev", "libxau-dev", "libxdmcp-dev"])]),
         // Linux syscalls Swift cannot call directly (variadic or fork-time work).
         .target(name: "CLinuxSupport"),
         // Thin, typed wrappers over the syscalls both binaries use (sockets, spawn, errors).
@@ -36,6 +39,6 @@ let package = Package(
         ),
         .testTarget(name: "AgentProtocolTests", dependencies: ["AgentProtocol"]),
         .testTarget(name: "PanicTests", dependencies: ["pvpanic", "AgentProtocol"]),
-        .testTarget(name: "HostVMMTests", dependencies: ["HostVMM", "AgentProtocol", "pvpanic"]),
+        .testTarget(name: "HostVMMTests", dependencies: ["HostVMM", "AgentProtocol", "pvpanic", "SpiceBridge"]),
     ]
 )

@@ -5,13 +5,16 @@
 set -euo pipefail
 
 # Debian packages: QEMU 10 from bookworm-backports (the 6.12 guest kernel comes
-# from there too, downloaded by `hostvmm image build`), and the tools the image
-# builder calls.
+# from there too, downloaded by `hostvmm image build`), the tools the image
+# builder calls, the X11 client libraries guest-agent links statically (its
+# X11 clipboard), and Xvfb + xclip for the X11 clipboard tests.
 # The desktop image (`hostvmm image build --image desktop`) adds debootstrap
 # and e2fsprogs (mkfs.ext4 -d); each desktop VM's disk overlay needs qemu-img.
+# python3-cryptography: the hostile SPICE client in the tests encrypts the ticket.
 BACKPORTS_PACKAGES=(qemu-system-x86 qemu-guest-agent qemu-utils)
 PACKAGES=(kmod busybox-static cpio xz-utils zstd python3 ca-certificates systemd debootstrap e2fsprogs tar
-    libspice-server-dev pkg-config spice-client-gtk gir1.2-spiceclientglib-2.0 python3-gi)
+    libspice-server-dev pkg-config spice-client-gtk gir1.2-spiceclientglib-2.0 python3-gi python3-cryptography
+    libx11-dev libxfixes-dev libxcb1-dev libxau-dev libxdmcp-dev xvfb xclip)
 
 log() { printf 'setup: %s\n' "$*"; }
 

@@ -37,6 +37,9 @@ struct AgentConfig: Equatable {
     static let defaultLockGrace = 5
     /// The D-Bus system bus socket (DBUS_SYSTEM_BUS_ADDRESS or the standard path).
     var systemBusPath = "/run/dbus/system_bus_socket"
+    /// The X display whose clipboard the SPICE agent serves ($DISPLAY unless
+    /// given); nil or empty: the headless clipboard. Our extension.
+    var x11Display: String? = nil
 
     static let defaultSpicePath = "/dev/virtio-ports/com.redhat.spice.0"
 
@@ -67,6 +70,7 @@ struct AgentConfig: Equatable {
             "block-rpcs=\(blockRPCs.joined(separator: ";"))",
             "allow-rpcs=\((allowRPCs ?? []).joined(separator: ";"))",
             "lock-on-disconnect=\(lockOnDisconnect)", "lock-grace=\(lockGraceSeconds)",
+            "x11-display=\(x11Display ?? "")",
         ]
         return lines.joined(separator: "\n") + "\n"
     }
@@ -111,6 +115,9 @@ enum AgentCommandLine {
           --lock-grace=SECONDS  a client back within this time prevents that lock
                                 (default \(AgentConfig.defaultLockGrace); config keys:
                                 lock-on-disconnect=true|false, lock-grace=SECONDS)
+          --x11-display=DISPLAY the X display whose clipboard (CLIPBOARD, PRIMARY) the SPICE
+                                agent shares (default $DISPLAY; empty: the headless clipboard,
+                                `guest-agent clipboard`); until it opens, headless, retried every 3 s
           -d, --daemonize, -r, --retry-path
                                 accepted for qemu-ga compatibility; the agent never
                                 daemonizes (systemd runs it) and always retries its path
@@ -138,6 +145,7 @@ enum AgentCommandLine {
         .init(short: "N", long: "no-spice-agent", argument: .none),
         .init(short: "O", long: "no-lock-on-disconnect", argument: .none),
         .init(short: "G", long: "lock-grace", argument: .required),
+        .init(short: "X", long: "x11-display", argument: .required),
     ]
 
     /// Splits argv into (option letter, value) pairs, getopt_long style.
@@ -196,6 +204,7 @@ enum AgentCommandLine {
         if let address = environment("DBUS_SYSTEM_BUS_ADDRESS") {
             config.systemBusPath = SystemBus.socketPath(environment: ["DBUS_SYSTEM_BUS_ADDRESS": address])
         }
+        config.x11Display = environment("DISPLAY")
         // The config file first, so that options override it.
         let explicitConfig = tokens.last { $0.0 == "c" }?.1
         let configPath = explicitConfig ?? environment("QGA_CONF") ?? AgentConfig.defaultConfigPath
@@ -236,6 +245,7 @@ enum AgentCommandLine {
                     return .exit(code: 1, message: "guest-agent: --lock-grace needs whole seconds from 0 to 3600\n")
                 }
                 config.lockGraceSeconds = seconds
+            case "X": config.x11Display = value
             case "f": config.pidFile = value
             case "a", "b":
                 if value == "help" {
@@ -289,6 +299,7 @@ enum AgentCommandLine {
             case "block-rpcs": config.blockRPCs = list
             case "logfile": config.logFile = value
             case "pidfile": config.pidFile = value
+            case "x11-display": config.x11Display = value
             case "daemon", "retry-path": _ = try bool()
             case "lock-on-disconnect": config.lockOnDisconnect = try bool()
             case "lock-grace":

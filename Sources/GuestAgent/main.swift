@@ -30,7 +30,14 @@ case .run(let config):
     if let spicePath = config.effectiveSpicePath {
         let store = ClipboardStore()
         ClipboardService.start(stateDir: config.stateDir, store: store)
-        SpiceChannel(path: spicePath, store: store).start()
+        let headless = HeadlessClipboard(store: store)
+        var clipboard: ClipboardBackend = headless
+        if let display = config.x11Display, !display.isEmpty {
+            let x11 = X11Clipboard(displayName: display)
+            clipboard = DisplayClipboard(headless: headless, x11: x11)
+            x11.start()
+        }
+        SpiceChannel(path: spicePath, clipboard: clipboard).start()
     }
     switch config.method {
     case .virtioSerial:

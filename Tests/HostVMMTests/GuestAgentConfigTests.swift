@@ -32,6 +32,23 @@ import Testing
         #expect(overridden.output.contains("path=\(dir)/b.sock"))
     }
 
+    @Test func x11DisplayComesFromDISPLAYTheConfigFileOrTheOption() throws {
+        let dir = try TestEnvironment.temporaryDirectory("conf")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let fromEnv = try agent(["-D"], environment: ["QGA_CONF": "/dev/null", "DISPLAY": ":7"])
+        #expect(fromEnv.output.split(separator: "\n").contains("x11-display=:7"), "\(fromEnv.output)")
+        let conf = "\(dir)/qemu-ga.conf"
+        try "[general]\nx11-display=:3\n".write(toFile: conf, atomically: true, encoding: .utf8)
+        let fromFile = try agent(["-c", conf, "-D"], environment: ["DISPLAY": ":7"])
+        #expect(fromFile.output.split(separator: "\n").contains("x11-display=:3"), "\(fromFile.output)")
+        let fromOption = try agent(["-c", conf, "--x11-display=:9", "-D"], environment: ["DISPLAY": ":7"])
+        #expect(fromOption.output.split(separator: "\n").contains("x11-display=:9"), "\(fromOption.output)")
+        // Empty: the headless clipboard even with $DISPLAY set.
+        let headless = try agent(["--x11-display=", "-D"], environment: ["QGA_CONF": "/dev/null", "DISPLAY": ":7"])
+        #expect(headless.output.split(separator: "\n").contains("x11-display="), "\(headless.output)")
+        #expect(try agent(["--help"]).output.contains("--x11-display=DISPLAY"))
+    }
+
     @Test func badConfigurationIsAClearError() throws {
         let dir = try TestEnvironment.temporaryDirectory("conf")
         defer { try? FileManager.default.removeItem(atPath: dir) }

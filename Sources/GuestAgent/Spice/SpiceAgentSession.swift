@@ -13,14 +13,14 @@ final class SpiceAgentSession: @unchecked Sendable {
 
     private let monitor = Monitor()
     private let send: @Sendable ([UInt8]) -> Void
-    let store: ClipboardStore
+    let clipboard: ClipboardBackend
     private var peer: VDAgentCapabilities = []
     private var maxClipboard = VDAgent.defaultMaxMessageSize
     /// Fired when the SPICE client goes away (lock-on-disconnect hangs here).
     var onClientDisconnected: () -> Void = {}
 
-    init(store: ClipboardStore, send: @escaping @Sendable ([UInt8]) -> Void) {
-        self.store = store
+    init(clipboard: ClipboardBackend, send: @escaping @Sendable ([UInt8]) -> Void) {
+        self.clipboard = clipboard
         self.send = send
     }
 
@@ -40,12 +40,7 @@ final class SpiceAgentSession: @unchecked Sendable {
         send(VDAgentWriter.chunks(VDAgentWriter.message(message.type, payload), port: port))
     }
 
-    /// A local program set a selection: offer it to the client.
-    func grab(_ selection: VDAgentSelection) {
-        let byDemand = monitor.withLock { peer.contains(.clipboardByDemand) }
-        guard byDemand, let entry = store.get(selection) else { return }
-        write(.clipboardGrab(selection, serial: nil, types: [entry.type]), port: .client)
-    }
+    private var byDemand: Bool { monitor.withLock { peer.contains(.clipboardByDemand) } }
 
     func handle(_ output: VDAgentReader.Output) {
         switch output {
@@ -68,30 +63,24 @@ final class SpiceAgentSession: @unchecked Sendable {
             monitor.withLock { peer = caps }
             if request {
                 // A (new) client asked: the previous one is gone.
-                store.clientLeft()
+                clipboard.clientLeft()
                 write(.announceCapabilities(request: false, Self.capabilities), port: .client)
             }
         case .clipboardGrab(let selection, _, let types):
-            // The client owns the selection; a headless guest takes the data at once.
-            let wanted = types.contains(.utf8Text) ? VDAgentClipboardType.utf8Text : types.first
-            if let wanted { write(.clipboardRequest(selection, wanted), port: .client) }
+            clipboard.clientGrabbed(selection, types: types)
         case .clipboard(let selection, let type, let data):
-            guard type != .none else { return }
             guard data.count <= monitor.withLock({ maxClipboard }) else {
                 Log.info("SPICE agent: clipboard data of \(data.count) bytes over the limit; dropped")
+                clipboard.clientData(selection, type: .none, data: [])
                 return
             }
-            store.set(selection, type: type, data: data, owner: .client)
+            clipboard.clientData(selection, type: type, data: data)
         case .clipboardRequest(let selection, let type):
-            if let entry = store.get(selection), entry.owner == .guest, entry.type == type {
-                write(.clipboard(selection, type, entry.data), port: .client)
-            } else {
-                write(.clipboard(selection, .none, []), port: .client)
-            }
-        case .clipboardRelease:
-            break  // the client no longer offers it; what it pasted stays
+            clipboard.clientRequests(selection, type: type)
+        case .clipboardRelease(let selection):
+            clipboard.clientReleased(selection)
         case .clientDisconnected:
-            store.clientLeft()
+            clipboard.clientLeft()
             onClientDisconnected()
         case .maxClipboard(let max):
             monitor.withLock { maxClipboard = max < 0 ? Int.max : Int(max) }
@@ -101,5 +90,30 @@ final class SpiceAgentSession: @unchecked Sendable {
         case .reply, .mouseState, .other:
             break
         }
+    }
+}
+
+extension SpiceAgentSession: ClipboardClient {
+    func offer(_ selection: VDAgentSelection, types: [VDAgentClipboardType]) {
+        guard byDemand, !types.isEmpty else { return }
+        write(.clipboardGrab(selection, serial: nil, types: types), port: .client)
+    }
+
+    func withdraw(_ selection: VDAgentSelection) {
+        guard byDemand else { return }
+        write(.clipboardRelease(selection), port: .client)
+    }
+
+    func request(_ selection: VDAgentSelection, type: VDAgentClipboardType) {
+        write(.clipboardRequest(selection, type), port: .client)
+    }
+
+    func deliver(_ selection: VDAgentSelection, type: VDAgentClipboardType, data: [UInt8]) {
+        guard data.count <= monitor.withLock({ maxClipboard }) else {
+            Log.info("SPICE agent: guest clipboard of \(data.count) bytes is over the client's limit; refused")
+            write(.clipboard(selection, .none, []), port: .client)
+            return
+        }
+        write(.clipboard(selection, type, data), port: .client)
     }
 }

@@ -7,17 +7,19 @@ import Glibc
 /// Serves the SPICE agent port (com.redhat.spice.0) on its own thread, next to
 /// the QGA port: one binary, both protocols. Like the QGA side it keeps the
 /// port while the host side comes and goes (read()==0 / POLLHUP).
+///
+/// Unix mode: when `path` names a unix-domain socket, the agent connects to
+/// it instead (a SPICE server's agent socket, e.g. in tests on the host), and
+/// reconnects every second after it closes.
 final class SpiceChannel: @unchecked Sendable {
     let path: String
-    let store: ClipboardStore
+    let clipboard: ClipboardBackend
     private let writeLock = Monitor()
     private var fd: Int32 = -1
-    private var session: SpiceAgentSession?
 
-    init(path: String, store: ClipboardStore) {
+    init(path: String, clipboard: ClipboardBackend) {
         self.path = path
-        self.store = store
-        store.onLocalSet = { [weak self] selection in self?.session?.grab(selection) }
+        self.clipboard = clipboard
     }
 
     func start() { Threads.detach { [self] in self.run() } }
@@ -33,30 +35,49 @@ final class SpiceChannel: @unchecked Sendable {
         var announcedMissing = false
         while true {
             let device = VirtioPorts.resolve(path)
-            let port = open(device, O_RDWR | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)
+            let isSocket = Self.isSocket(device)
+            let port = isSocket ? Self.connect(device) : open(device, O_RDWR | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)
             if port < 0 {
                 if !announcedMissing { Log.info("SPICE agent: cannot open \(device): \(FileIO.errnoText()); retrying") }
                 announcedMissing = true
                 Syscall.pause(milliseconds: 1000)
                 continue
             }
-            Log.info("SPICE agent: serving \(device)")
+            announcedMissing = false
+            Log.info("SPICE agent: serving \(device)\(isSocket ? " (unix socket)" : "")")
             writeLock.withLock { fd = port }
-            serve(port)
+            serve(port, isSocket: isSocket)
             writeLock.withLock { fd = -1 }
             close(port)
             Syscall.pause(milliseconds: 1000)
         }
     }
 
-    /// Reads until a hard error. The host side opening is seen as data arriving
-    /// after an absence: a new session then announces itself.
-    private func serve(_ port: Int32) {
+    private static func isSocket(_ path: String) -> Bool {
+        var st = stat()
+        return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFSOCK
+    }
+
+    /// A non-blocking connection to the socket at `path`, or -1 (errno set).
+    private static func connect(_ path: String) -> Int32 {
+        guard let fd = try? UnixSocket.connect(path: path) else { return -1 }
+        Syscall.setNonBlocking(fd)
+        return fd
+    }
+
+    /// Reads until a hard error (or, on a socket, its end). The host side
+    /// opening is seen as data arriving after an absence: a new session then
+    /// announces itself.
+    private func serve(_ port: Int32, isSocket: Bool) {
         var reader = VDAgentReader()
         var active = false
         var pfd = pollfd(fd: port, events: Int16(POLLIN), revents: 0)
-        let session = SpiceAgentSession(store: store) { [weak self] bytes in self?.send(bytes) }
-        self.session = session
+        let session = SpiceAgentSession(clipboard: clipboard) { [weak self] bytes in self?.send(bytes) }
+        clipboard.attach(session)
+        defer {
+            clipboard.attach(nil)
+            clipboard.clientLeft()
+        }
         // spice-server attaches the agent when the guest opens the port; announce at once.
         session.start()
         active = true
@@ -64,6 +85,7 @@ final class SpiceChannel: @unchecked Sendable {
             pfd.revents = 0
             if Syscall.retrying({ poll(&pfd, 1, active ? -1 : 100) }) < 0 { return }
             if (pfd.revents & Int16(POLLIN)) == 0 && (pfd.revents & Int16(POLLHUP)) != 0 {
+                if isSocket { return }
                 if active { reader = VDAgentReader() }
                 active = false
                 Syscall.pause(milliseconds: 100)
@@ -79,6 +101,7 @@ final class SpiceChannel: @unchecked Sendable {
             case .wouldBlock:
                 continue
             case .endOfStream:
+                if isSocket { return }
                 if active { reader = VDAgentReader() }
                 active = false
                 Syscall.pause(milliseconds: 100)

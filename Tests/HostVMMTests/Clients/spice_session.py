@@ -3,8 +3,9 @@
 
 Usage:
   spice_session.py URI connect        "opened" / "auth-failed" / "error: ..."; exit 0 only for "opened"
-  spice_session.py URI send FILE      grab the clipboard with FILE's bytes as UTF-8 text and serve the
-                                      guest's request; prints "served N"; runs until killed (or 300 s)
+  spice_session.py URI send FILE      grab the clipboard with FILE's bytes as UTF-8 text ("grabbed") and
+                                      serve the guest's requests; prints "served N" for each; runs until
+                                      killed (or 300 s)
   spice_session.py URI receive FILE   print "ready" once the agent is connected, then wait for the guest
                                       to grab its clipboard, fetch it, write it to FILE, print "received N"
 Run with Debian's /usr/bin/python3 (it has gi; see ../shared/docs/spice.md §10).
@@ -50,6 +51,7 @@ def main():
         state["ready"] = True
         if mode == "send":
             channel.clipboard_selection_grab(CLIPBOARD, [UTF8_TEXT])
+            say("grabbed")
         elif mode == "receive":
             say("ready")
 

@@ -69,10 +69,15 @@ final class WatchedProcess: @unchecked Sendable {
 
     /// Waits until a line after the first `skip` contains `text`; nil after `timeout` or at EOF.
     func waitForLine(containing text: String, after skip: Int = 0, timeout: TimeInterval) -> String? {
+        waitForLine(after: skip, timeout: timeout) { $0.contains(text) }
+    }
+
+    /// Waits until a line after the first `skip` satisfies `matches`; nil after `timeout` or at EOF.
+    func waitForLine(after skip: Int = 0, timeout: TimeInterval, where matches: (String) -> Bool) -> String? {
         let deadline = Date().addingTimeInterval(timeout)
         return condition.withLock {
             while true {
-                if let line = lines.dropFirst(skip).first(where: { $0.contains(text) }) { return line }
+                if let line = lines.dropFirst(skip).first(where: matches) { return line }
                 if openStreams == 0 { return nil }
                 if !condition.wait(until: deadline) { return nil }
             }
