@@ -37,7 +37,13 @@ case .run(let config):
             clipboard = DisplayClipboard(headless: headless, x11: x11)
             x11.start()
         }
-        SpiceChannel(path: spicePath, clipboard: clipboard).start()
+        let channel = SpiceChannel(path: spicePath, clipboard: clipboard)
+        if config.lockOnDisconnect {
+            channel.disconnectLocker = DisconnectLocker(
+                graceSeconds: config.lockGraceSeconds, busPath: config.systemBusPath
+            ) { [weak channel] notice in channel?.sendToPort(notice) }
+        }
+        channel.start()
     }
     switch config.method {
     case .virtioSerial:

@@ -18,6 +18,8 @@ final class SpiceAgentSession: @unchecked Sendable {
     private var maxClipboard = VDAgent.defaultMaxMessageSize
     /// Fired when the SPICE client goes away (lock-on-disconnect hangs here).
     var onClientDisconnected: () -> Void = {}
+    /// Fired when a (new) client announces itself (cancels a pending lock).
+    var onClientConnected: () -> Void = {}
 
     init(clipboard: ClipboardBackend, send: @escaping @Sendable ([UInt8]) -> Void) {
         self.clipboard = clipboard
@@ -62,6 +64,7 @@ final class SpiceAgentSession: @unchecked Sendable {
         case .announceCapabilities(let request, let caps):
             monitor.withLock { peer = caps }
             if request {
+                onClientConnected()
                 // A (new) client asked: the previous one is gone.
                 clipboard.clientLeft()
                 write(.announceCapabilities(request: false, Self.capabilities), port: .client)

@@ -17,10 +17,16 @@ final class SpiceChannel: @unchecked Sendable {
     private let writeLock = Monitor()
     private var fd: Int32 = -1
 
+    /// Locks the sessions after the client leaves (nil: turned off).
+    var disconnectLocker: DisconnectLocker?
+
     init(path: String, clipboard: ClipboardBackend) {
         self.path = path
         self.clipboard = clipboard
     }
+
+    /// Bytes for the port from outside a session (HostNotice); dropped while the port is closed.
+    func sendToPort(_ bytes: [UInt8]) { send(bytes) }
 
     func start() { Threads.detach { [self] in self.run() } }
 
@@ -74,6 +80,8 @@ final class SpiceChannel: @unchecked Sendable {
         var pfd = pollfd(fd: port, events: Int16(POLLIN), revents: 0)
         let session = SpiceAgentSession(clipboard: clipboard) { [weak self] bytes in self?.send(bytes) }
         clipboard.attach(session)
+        session.onClientDisconnected = { [disconnectLocker] in disconnectLocker?.clientDisconnected() }
+        session.onClientConnected = { [disconnectLocker] in disconnectLocker?.clientConnected() }
         defer {
             clipboard.attach(nil)
             clipboard.clientLeft()
