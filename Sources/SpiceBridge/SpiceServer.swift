@@ -61,6 +61,8 @@ public final class SpiceServer {
     public var onClient: (SpiceChannelEvent) -> Void = { _ in }
     /// A notice from our guest agent (HostNotice: a JSON object's bytes, untrusted).
     public var onAgentNotice: ([UInt8]) -> Void = { _ in }
+    /// One line about something the bridge did on its own (e.g. dropped guest data).
+    public var onLog: (String) -> Void = { _ in }
 
     public static var version: String {
         let v = SPICE_SERVER_VERSION
@@ -118,6 +120,7 @@ public final class SpiceServer {
         detachAgent()
         let device = VDAgentCharDevice(fd: fd, loop: loop)
         device.onNotice = { [weak self] notice in self?.onAgentNotice(notice) }
+        device.onDropped = { [weak self] why in self?.onLog("dropped from the guest's agent stream: \(why)") }
         agentDevice = device
         device.register(with: server)
     }

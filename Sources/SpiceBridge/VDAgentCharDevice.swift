@@ -9,7 +9,7 @@ import Glibc
 /// com.redhat.spice.0 port, joined to that port's chardev socket.
 ///
 /// - guest -> server (`read`): bytes from the socket, less our agent's
-///   notices (HostNoticeTap), are buffered, and the server is woken with
+///   notices and what spice-server would choke on (GuestStreamFilter), are buffered, and the server is woken with
 ///   `spice_server_char_device_wakeup`.
 /// - server -> guest (`write`): passed through MonitorsConfigRewriter (for a
 ///   real spice-vdagentd), queued and written without blocking; while the
@@ -32,9 +32,11 @@ final class VDAgentCharDevice {
     private var toGuest: [UInt8] = []
     static let toGuestLimit = 64 << 10
     private var rewriter = MonitorsConfigRewriter()
-    /// Our agent's notices to hostvmm are taken out of the guest's stream here.
-    private var noticeTap = HostNoticeTap()
+    /// Our agent's notices to hostvmm, and chunks spice-server would drop the
+    /// agent for, are taken out of the guest's stream here.
+    private var guestFilter = GuestStreamFilter()
     var onNotice: ([UInt8]) -> Void = { _ in }
+    var onDropped: (String) -> Void = { _ in }
 
     init(fd: Int32, loop: EventLoop) {
         self.fd = fd
@@ -78,7 +80,8 @@ final class VDAgentCharDevice {
         }
         switch Syscall.readSome(fd: fd) {
         case .data(let bytes):
-            let split = noticeTap.feed(bytes)
+            let split = guestFilter.feed(bytes)
+            for why in split.dropped { onDropped(why) }
             for notice in split.notices { onNotice(notice) }
             guard !split.passThrough.isEmpty else { return }
             fromGuest += split.passThrough

@@ -226,26 +226,54 @@ import Testing
     }
 }
 
-@Suite struct HostNoticeTapTests {
+@Suite struct GuestStreamFilterTests {
+    private func run(_ stream: [UInt8], step: Int) -> GuestStreamFilter.Output {
+        var filter = GuestStreamFilter()
+        var out = GuestStreamFilter.Output()
+        var i = 0
+        while i < stream.count {
+            let n = min(step, stream.count - i)
+            let o = filter.feed(Array(stream[i..<i + n]))
+            out.passThrough += o.passThrough
+            out.notices += o.notices
+            out.dropped += o.dropped
+            i += n
+        }
+        return out
+    }
+
     @Test func noticesComeOutAndEverythingElsePassesInOrderHoweverSplit() {
+        // Our agent writes a whole message in one chunk of any size.
         let clipboard = VDAgentWriter.chunks(
             VDAgentWriter.message(.clipboard, [1, 0, 0, 0] + [UInt8](repeating: 0x41, count: 100_000)), port: .client)
+        // A message spanning chunks (as spice-vdagent may write it) passes too.
+        let spanning = VDAgentWriter.chunks(
+            VDAgentWriter.message(.clipboard, [1, 0, 0, 0] + [UInt8](repeating: 0x42, count: 5000)), port: .client, maxChunk: 2048)
         let serverOther = VDAgentWriter.chunks(VDAgentWriter.message(.reply, [2, 0, 0, 0, 0, 0, 0, 0]), port: .server)
         let notice = HostNotice.encode(json: Array(#"{"event": "guest-locked"}"#.utf8))
-        let stream = clipboard + notice + serverOther + notice + clipboard
+        let stream = clipboard + notice + serverOther + spanning + notice + clipboard
         for step in [1, 7, 2048, stream.count] {
-            var tap = HostNoticeTap()
-            var out = HostNoticeTap.Output()
-            var i = 0
-            while i < stream.count {
-                let n = min(step, stream.count - i)
-                let o = tap.feed(Array(stream[i..<i + n]))
-                out.passThrough += o.passThrough
-                out.notices += o.notices
-                i += n
-            }
-            #expect(out.passThrough == clipboard + serverOther + clipboard, "step \(step)")
+            let out = run(stream, step: step)
+            #expect(out.passThrough == clipboard + serverOther + spanning + clipboard, "step \(step)")
             #expect(out.notices == [Array(#"{"event": "guest-locked"}"#.utf8), Array(#"{"event": "guest-locked"}"#.utf8)])
+            #expect(out.dropped.isEmpty)
+        }
+    }
+
+    @Test func whatSpiceServerWouldDropTheAgentForIsTakenOut() {
+        let good = VDAgentWriter.chunks(VDAgentWriter.message(.clipboardRelease, [0, 0, 0, 0]), port: .client)
+        var badProtocol = VDAgentWriter.message(.clipboard, [0, 0, 0, 0, 1, 0, 0, 0])
+        badProtocol[0] = 9
+        let twoInOne = VDAgentWriter.message(.clipboardRelease, [0, 0, 0, 0]) + VDAgentWriter.message(.clipboardRelease, [1, 0, 0, 0])
+        let stream = [7, 0, 0, 0, 3, 0, 0, 0, 1, 2, 3] + good
+            + VDAgentWriter.chunks(badProtocol, port: .client) + good
+            + [1, 0, 0, 0, 4, 0, 0, 0, 1, 0, 0, 0] + good
+            + VDAgentWriter.chunks(twoInOne, port: .client) + good
+            + VDAgentWriter.chunks(VDAgentWriter.message(.clipboardGrab, [1, 2]), port: .client) + good
+        for step in [1, 5, stream.count] {
+            let out = run(stream, step: step)
+            #expect(out.passThrough == good + good + good + good + good, "step \(step)")
+            #expect(out.dropped.count == 5, "\(out.dropped)")
         }
     }
 }

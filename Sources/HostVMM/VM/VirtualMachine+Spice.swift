@@ -98,6 +98,7 @@ extension VirtualMachine {
             self.emit(VMEvent(name: name, data: ["address": .string(event.peer)]))
         }
         server.onAgentNotice = { [unowned self] bytes in self.agentNotice(bytes) }
+        server.onLog = { [unowned self] line in self.onLog(line) }
         spice = server
         onLog("SPICE \(SpiceServer.version) listening: \(spiceURI(includePassword: false))"
               + (setup.insecure ? " (no ticket: --spice-insecure)" : "; 'hostvmm spice \(config.name)' prints the URI with its ticket"))

@@ -1,0 +1,143 @@
+import AgentProtocol
+import Foundation
+import LinuxSystem
+import SpiceBridge
+import Testing
+
+/// Malformed and oversize agent messages from the guest side. A guest cannot
+/// put them on the wire past our own agent, so the test plays a hostile guest
+/// itself: it is the agent socket's peer of an in-process SpiceServer (the
+/// bridge exactly as hostvmm runs it), writes garbage, goes away in the middle
+/// of a 200 MiB message, and then the real guest-agent (unix mode) takes the
+/// port over. A real spice-gtk client stays connected throughout and must
+/// receive the next clipboard transfer intact.
+@Suite(.serialized, .timeLimit(.minutes(5))) struct HostileGuestStreamTests {
+    private func chunk(_ port: UInt32, _ bytes: [UInt8]) -> [UInt8] {
+        var out: [UInt8] = []
+        for v in [port, UInt32(bytes.count)] {
+            out += [UInt8(truncatingIfNeeded: v), UInt8(truncatingIfNeeded: v >> 8),
+                    UInt8(truncatingIfNeeded: v >> 16), UInt8(truncatingIfNeeded: v >> 24)]
+        }
+        return out + bytes
+    }
+
+    private func message(_ type: UInt32, _ payload: [UInt8], declared: Int? = nil, protocolVersion: UInt32 = 1) -> [UInt8] {
+        var m: [UInt8] = []
+        for v in [protocolVersion, type, 0, 0, UInt32(declared ?? payload.count)] {
+            m += [UInt8(truncatingIfNeeded: v), UInt8(truncatingIfNeeded: v >> 8),
+                  UInt8(truncatingIfNeeded: v >> 16), UInt8(truncatingIfNeeded: v >> 24)]
+        }
+        return m + payload
+    }
+
+    @Test func garbageFromTheGuestSideLeavesTheChannelUsable() throws {
+        let dir = try TestEnvironment.temporaryDirectory("hostile-guest")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let loop = try LoopThread()
+        defer { loop.stop() }
+        guard let port = SpiceServer.freePort(address: "127.0.0.1", from: 6010) else { throw TestFailure("no free port") }
+        let ticket = "hg-\(UInt32.random(in: 0...UInt32.max))"
+        let uri = "spice://127.0.0.1?port=\(port)&password=\(ticket)"
+        let agentSocket = "\(dir)/vdagent.sock"
+        let agentAttached = ResultBox<Bool>()  // the second attachment: the real agent
+        nonisolated(unsafe) var server: SpiceServer?
+        nonisolated(unsafe) var accepted = 0
+        nonisolated(unsafe) var listener: Int32 = -1
+        let made: Bool? = loop.onLoop(timeout: 10) { finish in
+            do {
+                let s = try SpiceServer(config: SpiceConfig(listen: .tcp(address: "127.0.0.1", port: port),
+                                                            access: .ticket(ticket), name: "hostile-guest"), loop: loop.loop)
+                s.setRunning(true)
+                server = s
+                listener = try UnixSocket.listen(path: agentSocket)
+                _ = try loop.loop.watch(fd: listener, events: .read) { _ in
+                    guard let fd = try? UnixSocket.accept(listener) else { return }
+                    server?.attachAgent(fd: fd, loop: loop.loop)  // like the guest (re)opening the port
+                    accepted += 1
+                    if accepted == 2 { agentAttached.set(true) }
+                }
+                finish(true)
+            } catch {
+                finish(false)
+            }
+        }
+        try #require(made == true, "the SPICE server did not start")
+        defer { loop.sync { server?.detachAgent(); server = nil; close(listener) } }
+
+        // The hostile guest: announce like an agent so the client gets ready.
+        let rogue = try UnixSocket.connect(path: agentSocket)
+        let client = try WatchedProcess("/usr/bin/python3", [SpiceEndToEndTests.client, uri, "receive", "\(dir)/received"])
+        defer { client.signal(SIGTERM); _ = client.waitForExit(timeout: 10) }
+        // The client announces itself through the server; answer like an agent would.
+        var reader = VDAgentReader()
+        var asked = false
+        let askDeadline = Date().addingTimeInterval(60)
+        while !asked && Date() < askDeadline {
+            var pfd = pollfd(fd: rogue, events: Int16(POLLIN), revents: 0)
+            guard poll(&pfd, 1, 1000) >= 0 else { break }
+            guard case .data(let bytes) = Syscall.readSome(fd: rogue) else { continue }
+            asked = reader.feed(bytes).contains { if case .message(.client, .announceCapabilities, _) = $0 { true } else { false } }
+        }
+        try #require(asked, "the client's capabilities never reached the guest side")
+        let caps: [UInt8] = [0, 0, 0, 0, 0x60, 0x05, 0x01, 0x00]  // request=0, 0x00010560
+        #expect(Syscall.writeAll(fd: rogue, chunk(1, message(6, caps))))
+        try #require(client.waitForLine(containing: "ready", timeout: 60) != nil, "\(client.transcript)")
+
+        var garbage: [UInt8] = []
+        garbage += chunk(7, [1, 2, 3])                                  // a port that does not exist
+        garbage += chunk(1, message(4, [0, 0, 0, 0, 1, 0, 0, 0], protocolVersion: 9))  // wrong protocol
+        garbage += chunk(1, message(99, [0, 0, 0, 0]))                  // unknown type
+        garbage += chunk(1, message(7, [1, 2]))                         // torn grab (it crashed spice-gtk 0.42)
+        garbage += chunk(2, message(HostNotice.messageType, Array("not json".utf8)))  // a bogus notice
+        #expect(Syscall.writeAll(fd: rogue, garbage))
+
+        // The same port, not reopened, still carries a clipboard transfer: the rogue
+        // grabs, the client asks, the rogue answers.
+        let first = Array("through the same port ✓".utf8)
+        #expect(Syscall.writeAll(fd: rogue, chunk(1, message(7, [0, 0, 0, 0, 1, 0, 0, 0]))))  // GRAB clipboard, UTF8_TEXT
+        var requested = false
+        let requestDeadline = Date().addingTimeInterval(60)
+        while !requested && Date() < requestDeadline {
+            var pfd = pollfd(fd: rogue, events: Int16(POLLIN), revents: 0)
+            guard poll(&pfd, 1, 1000) >= 0 else { break }
+            guard case .data(let bytes) = Syscall.readSome(fd: rogue) else { continue }
+            requested = reader.feed(bytes).contains { if case .message(.client, .clipboardRequest, _) = $0 { true } else { false } }
+        }
+        try #require(requested, "the client never asked for the rogue's clipboard: \(client.transcript)")
+        #expect(Syscall.writeAll(fd: rogue, chunk(1, message(4, [0, 0, 0, 0, 1, 0, 0, 0] + first))))
+        #expect(client.waitForLine(containing: "received", timeout: 60) != nil, "client: \(client.transcript)")
+        #expect((try? Data(contentsOf: URL(fileURLWithPath: "\(dir)/received"))).map(Array.init) == first)
+
+        // Then the guest goes away in the middle of a 200 MiB message.
+        #expect(Syscall.writeAll(fd: rogue, chunk(1, message(4, [0, 0, 0, 0, 1, 0, 0, 0] + [UInt8](repeating: 0x41, count: 4000),
+                                                          declared: 200 << 20))))
+        close(rogue)
+        let second = try WatchedProcess("/usr/bin/python3", [SpiceEndToEndTests.client, uri, "receive", "\(dir)/received2"])
+        defer { second.signal(SIGTERM); _ = second.waitForExit(timeout: 10) }
+
+        // The real agent takes the port over; the client still connected receives its clipboard.
+        let agent = try WatchedProcess(TestEnvironment.guestAgent,
+                                       ["-m", "unix-listen", "-p", "\(dir)/qga.sock", "-t", dir, "--spice-path", agentSocket,
+                                        "--x11-display", ""],
+                                       environment: ["QGA_CONF": "/dev/null"])
+        defer { agent.signal(SIGTERM); _ = agent.waitForExit(timeout: 10) }
+        try #require(agentAttached.wait(timeout: 20) == true, "the agent did not connect: \(agent.transcript)")
+
+        try #require(second.waitForLine(containing: "ready", timeout: 60) != nil, "client: \(second.transcript)")
+        let text = Array("after a hostile guest ✓\n".utf8)
+        let file = "\(dir)/clip"
+        try Data(text).write(to: URL(fileURLWithPath: file))
+        // The agent's clipboard socket appears once it runs; retry the set until it does (bounded).
+        var set: (status: Int32?, output: String) = (nil, "")
+        let setDeadline = Date().addingTimeInterval(20)
+        repeat {
+            set = try runCommand("/bin/sh", ["-c", "exec \"$0\" clipboard set --statedir \"$1\" < \"$2\"", TestEnvironment.guestAgent,
+                                             dir, file], timeout: 30)
+        } while set.status != 0 && Date() < setDeadline
+        #expect(set.status == 0, "\(set.output)")
+        #expect(second.waitForLine(containing: "received", timeout: 60) != nil,
+                "client: \(second.transcript)\nagent: \(agent.transcript)")
+        let received = (try? Data(contentsOf: URL(fileURLWithPath: "\(dir)/received2"))).map(Array.init) ?? []
+        #expect(received == text)
+    }
+}
