@@ -30,6 +30,18 @@ import Testing
         return m + payload
     }
 
+    /// Reads what the server sends the guest until a message matches, bounded (60 s).
+    private func readUntil(_ fd: Int32, _ reader: inout VDAgentReader, _ match: (VDAgentReader.Output) -> Bool) -> Bool {
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline {
+            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&pfd, 1, 1000) >= 0 else { return false }
+            guard case .data(let bytes) = Syscall.readSome(fd: fd) else { continue }
+            if reader.feed(bytes).contains(where: match) { return true }
+        }
+        return false
+    }
+
     @Test func garbageFromTheGuestSideLeavesTheChannelUsable() throws {
         let dir = try TestEnvironment.temporaryDirectory("hostile-guest")
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -70,14 +82,7 @@ import Testing
         defer { client.signal(SIGTERM); _ = client.waitForExit(timeout: 10) }
         // The client announces itself through the server; answer like an agent would.
         var reader = VDAgentReader()
-        var asked = false
-        let askDeadline = Date().addingTimeInterval(60)
-        while !asked && Date() < askDeadline {
-            var pfd = pollfd(fd: rogue, events: Int16(POLLIN), revents: 0)
-            guard poll(&pfd, 1, 1000) >= 0 else { break }
-            guard case .data(let bytes) = Syscall.readSome(fd: rogue) else { continue }
-            asked = reader.feed(bytes).contains { if case .message(.client, .announceCapabilities, _) = $0 { true } else { false } }
-        }
+        let asked = readUntil(rogue, &reader) { if case .message(.client, .announceCapabilities, _) = $0 { true } else { false } }
         try #require(asked, "the client's capabilities never reached the guest side")
         let caps: [UInt8] = [0, 0, 0, 0, 0x60, 0x05, 0x01, 0x00]  // request=0, 0x00010560
         #expect(Syscall.writeAll(fd: rogue, chunk(1, message(6, caps))))
@@ -95,14 +100,7 @@ import Testing
         // grabs, the client asks, the rogue answers.
         let first = Array("through the same port ✓".utf8)
         #expect(Syscall.writeAll(fd: rogue, chunk(1, message(7, [0, 0, 0, 0, 1, 0, 0, 0]))))  // GRAB clipboard, UTF8_TEXT
-        var requested = false
-        let requestDeadline = Date().addingTimeInterval(60)
-        while !requested && Date() < requestDeadline {
-            var pfd = pollfd(fd: rogue, events: Int16(POLLIN), revents: 0)
-            guard poll(&pfd, 1, 1000) >= 0 else { break }
-            guard case .data(let bytes) = Syscall.readSome(fd: rogue) else { continue }
-            requested = reader.feed(bytes).contains { if case .message(.client, .clipboardRequest, _) = $0 { true } else { false } }
-        }
+        let requested = readUntil(rogue, &reader) { if case .message(.client, .clipboardRequest, _) = $0 { true } else { false } }
         try #require(requested, "the client never asked for the rogue's clipboard: \(client.transcript)")
         #expect(Syscall.writeAll(fd: rogue, chunk(1, message(4, [0, 0, 0, 0, 1, 0, 0, 0] + first))))
         #expect(client.waitForLine(containing: "received", timeout: 60) != nil, "client: \(client.transcript)")

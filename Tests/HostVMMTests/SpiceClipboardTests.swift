@@ -25,21 +25,6 @@ import Testing
         return last
     }
 
-    /// Text of `size` bytes with multi-byte characters, deterministic.
-    private func payload(_ size: Int) -> [UInt8] {
-        let words = ["alpha ", "beta ", "gamma ", "épsilon ", "ηта ", "✓\n"]
-        var out: [UInt8] = []
-        var i = 0
-        while out.count < size {
-            out += Array(words[i % words.count].utf8)
-            i += 7
-        }
-        while out.count > size { out.removeLast() }
-        // Never end inside a multi-byte character.
-        while let last = out.last, last & 0xC0 == 0x80 || last >= 0xC0 { out.removeLast() }
-        return out
-    }
-
     /// The client grabs its clipboard with `bytes`; the guest's clipboard must end up holding exactly them.
     private func clientToGuest(_ vm: BootedVM, uri: String, _ bytes: [UInt8], label: String, dir: String) throws {
         let file = "\(dir)/to-guest-\(label)"
@@ -78,10 +63,10 @@ import Testing
         let uri = try vm.cli(["spice", vm.name]).output.trimmingCharacters(in: .whitespacesAndNewlines)
         let dir = try TestEnvironment.temporaryDirectory("clip")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        for (label, bytes) in [("small", Array("pasted from the client ✓\n".utf8)), ("5MiB", payload(5 << 20))] {
+        for (label, bytes) in [("small", Array("pasted from the client ✓\n".utf8)), ("5MiB", X11ClipboardTests.payload(5 << 20))] {
             try clientToGuest(vm, uri: uri, bytes, label: label, dir: dir)
         }
-        for (label, bytes) in [("small", Array("copied in the guest\n".utf8)), ("5MiB", payload(5 << 20))] {
+        for (label, bytes) in [("small", Array("copied in the guest\n".utf8)), ("5MiB", X11ClipboardTests.payload(5 << 20))] {
             try guestToClient(vm, uri: uri, bytes, label: label, dir: dir)
         }
         _ = try vm.cli(["down", vm.name])
