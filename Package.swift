@@ -36,15 +36,17 @@ let package = Package(
         .target(name: "VirtioCore", dependencies: ["LinuxSystem", "CLinuxSupport"]),
         // virtio-input devices (keyboard, tablet) behind VirtioCore's backend.
         .target(name: "VirtioInput", dependencies: ["VirtioCore"]),
+        // The virtio-gpu 2D device behind VirtioCore's backend; output through a display sink protocol.
+        .target(name: "VirtioGPU", dependencies: ["VirtioCore"]),
         .target(name: "HostVMM", dependencies: ["AgentProtocol", "LinuxSystem", "CLinuxSupport", "pvpanic", "SpiceBridge",
-                                                "VirtioCore", "VirtioInput"]),
+                                                "VirtioCore", "VirtioInput", "VirtioGPU"]),
         .executableTarget(
             name: "HostVMMCLI",
             dependencies: ["HostVMM", "pvpanic", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(name: "AgentProtocolTests", dependencies: ["AgentProtocol"]),
         .testTarget(name: "PanicTests", dependencies: ["pvpanic", "AgentProtocol"]),
-        .testTarget(name: "VirtioCoreTests", dependencies: ["VirtioCore", "VirtioInput", "LinuxSystem", "CLinuxSupport"]),
+        .testTarget(name: "VirtioCoreTests", dependencies: ["VirtioCore", "VirtioInput", "VirtioGPU", "LinuxSystem", "CLinuxSupport"]),
         .testTarget(name: "HostVMMTests", dependencies: ["HostVMM", "AgentProtocol", "pvpanic", "SpiceBridge"]),
     ]
 )

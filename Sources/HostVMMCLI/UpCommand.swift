@@ -88,6 +88,9 @@ struct UpCommand: ParsableCommand {
     @Flag(name: .long, help: "Give the guest a virtio keyboard and tablet served by hostvmm (vhost-user-input).")
     var inputs = false
 
+    @Flag(name: .long, help: "Give the guest a virtio-gpu served by hostvmm (vhost-user-gpu), shown on the SPICE display.")
+    var display = false
+
     @Option(name: .long, help: "Crash bundles to keep (newest first).")
     var keepCrashes: Int = 5
 
@@ -161,6 +164,7 @@ struct UpCommand: ParsableCommand {
         config.rootDisk = diskPath
         config.acpi = !noACPI
         config.inputs = inputs
+        config.display = display
         if noSpice {
             config.spice = nil
         } else {
@@ -188,6 +192,7 @@ struct UpCommand: ParsableCommand {
                     "--keep-crashes", String(keepCrashes), "--vmcore", vmcore, "--spice", spice]
         args += noACPI ? ["--no-acpi"] : []
         args += inputs ? ["--inputs"] : []
+        args += display ? ["--display"] : []
         args += noSpice ? ["--no-spice"] : []
         args += spiceInsecure ? ["--spice-insecure"] : []
         for (flag, value) in [("--spice-password-file", spicePasswordFile), ("--spice-tls-cert", spiceTLSCert),

@@ -204,6 +204,16 @@ public final class GuestMemory: @unchecked Sendable {
         return [UInt8](UnsafeRawBufferPointer(start: p, count: count))
     }
 
+    /// Copies `count` bytes at `address` to `destination` without an intermediate array
+    /// (bulk copies such as a GPU's transfers). The range is checked like every access.
+    public func copyBytes(at address: GuestAddress, count: Int, to destination: UnsafeMutableRawPointer) throws(GuestMemoryError) {
+        guard count >= 0 else { throw .outOfRange(address: address.raw, length: 0) }
+        let p = try checkedPointer(address, count: UInt64(count))
+        guard count > 0 else { return }
+        // SAFETY: checked range of `count` bytes; the caller owns `destination` for `count` bytes.
+        destination.copyMemory(from: p, byteCount: count)
+    }
+
     public func write(_ bytes: [UInt8], at address: GuestAddress) throws(GuestMemoryError) {
         let p = try checkedPointer(address, count: UInt64(bytes.count))
         guard !bytes.isEmpty else { return }

@@ -48,3 +48,13 @@ public protocol VirtioQueueAccess: AnyObject {
     /// that became broken (the whole device then stops until reset).
     func notify(_ index: Int)
 }
+
+/// A device whose vhost-user frontend sends device-specific requests outside the
+/// generic set (vhost-user-gpu's VHOST_USER_GPU_SET_SOCKET, request 33). The
+/// backend asks the device before it ignores an unknown request.
+public protocol VhostUserDeviceRequests: AnyObject {
+    /// Handles `request` if it is the device's; may take file descriptors out of
+    /// `fds` (the rest are closed). Returns nil if the request is not the device's,
+    /// else the reply payload ([] when the request has no reply).
+    func handleVhostUserRequest(_ request: UInt32, payload: [UInt8], fds: inout [Int32]) -> [UInt8]?
+}

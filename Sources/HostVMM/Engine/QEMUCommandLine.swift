@@ -19,6 +19,7 @@ public enum QEMUCommandLine {
 
     /// The input devices `--inputs` adds, in PCI order.
     public static let inputDevices = ["keyboard", "tablet"]
+    public static let gpuDeviceID = "gpu0"
     public static func inputDeviceID(_ device: String) -> String { "input-\(device)-dev" }
 
     public static func arguments(config: VMConfig, state: StateDirectory) -> [String] {
@@ -42,7 +43,9 @@ public enum QEMUCommandLine {
             "-initrd", config.initrdPath,
             // SeaBIOS builds ACPI tables itself when QEMU gives none, so "no ACPI"
             // is the guest kernel's choice: acpi=off on its command line.
-            "-append", config.kernelCommandLine + (config.rootDisk == nil ? "" : " \(rootDiskArguments)")
+            // With a display the console also goes to tty0 (fbcon on virtio-gpu); ttyS0 stays
+            // last, so it remains /dev/console and the console log keeps everything.
+            "-append", (config.display ? "console=tty0 " : "") + config.kernelCommandLine + (config.rootDisk == nil ? "" : " \(rootDiskArguments)")
                 + (config.acpi ? "" : " acpi=off"),
             // Serial console to a file hostvmm tails; the kernel's panic text lands there.
             "-chardev", "file,id=serial0,path=\(state.consoleLog)",
@@ -70,6 +73,17 @@ public enum QEMUCommandLine {
                     "-device", "vhost-user-input-pci,chardev=input-\(device),id=\(inputDeviceID(device))",
                 ]
             }
+        }
+        if config.display {
+            // As the inputs: hostvmm listens before QEMU starts; QEMU's realize talks to
+            // the backend at once. max_outputs=1: our device has one scanout.
+            // queue_reset=off: virtio-pci offers VIRTIO_F_RING_RESET by default and
+            // vhost-user-gpu, unlike vhost-user-input, does not mask it by the backend's
+            // features, so QEMU would ack bit 40 in SET_FEATURES, which we never offered.
+            args += [
+                "-chardev", "socket,id=gpu,path=\(state.gpuSocket)",
+                "-device", "vhost-user-gpu-pci,chardev=gpu,id=\(gpuDeviceID),max_outputs=1,queue_reset=off",
+            ]
         }
         if config.rootDisk != nil {
             // The overlay, not the cached image (DiskOverlay). cache=unsafe: the

@@ -6,8 +6,9 @@ enum GuestInitFiles {
     /// Modules the embedded guest loads (with their dependencies).
     /// pvpanic/pvpanic-pci: panic reports; virtio_balloon: memory; button+evdev:
     /// the ACPI power button as an input event for acpid; virtio_input: the
-    /// keyboard and tablet of `--inputs` (vhost-user-input).
-    static let modules = ["virtio_balloon", "pvpanic", "pvpanic_pci", "button", "evdev", "virtio_input"]
+    /// keyboard and tablet of `--inputs` (vhost-user-input); virtio_gpu: the display
+    /// of `--display` (vhost-user-gpu; drm and its helpers come from modules.dep).
+    static let modules = ["virtio_balloon", "pvpanic", "pvpanic_pci", "button", "evdev", "virtio_input", "virtio_gpu"]
 
     static let agentPath = "/sbin/guest-agent"
 

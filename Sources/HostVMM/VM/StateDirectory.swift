@@ -25,6 +25,8 @@ public struct StateDirectory: Sendable {
     public var spiceAgentSocket: String { "\(path)/vdagent.sock" }
     /// The vhost-user socket of an input device ("keyboard", "tablet"); hostvmm listens, QEMU connects.
     public func inputSocket(_ device: String) -> String { "\(path)/input-\(device).sock" }
+    /// The vhost-user socket of the virtio-gpu (--display); hostvmm listens, QEMU connects.
+    public var gpuSocket: String { "\(path)/gpu.sock" }
     public var consoleLog: String { "\(path)/console.log" }
     public var qemuLog: String { "\(path)/qemu.log" }
     public var hostvmmLog: String { "\(path)/hostvmm.log" }

@@ -25,6 +25,8 @@ public struct VMConfig: Sendable {
     public var acpi = true
     /// A virtio keyboard and tablet served by hostvmm over vhost-user (--inputs).
     public var inputs = false
+    /// A virtio-gpu (2D) served by hostvmm over vhost-user, shown through SPICE (--display).
+    public var display = false
     /// nil: no SPICE server (--no-spice).
     public var spice: SpiceSetup? = SpiceSetup()
 

@@ -39,6 +39,8 @@ public final class VirtualMachine {
     private var spiceAgentPortOpen = false
     /// The virtio-input devices (--inputs), by name ("keyboard", "tablet").
     var inputs: [String: InputDevice] = [:]
+    /// The virtio-gpu and its SPICE display (--display).
+    var display: GPUDisplay?
 
     /// Progress lines for a person (foreground `up` prints them).
     public var onLog: (String) -> Void = { _ in }
@@ -83,6 +85,7 @@ public final class VirtualMachine {
 
         if let setup = config.spice { try startSpice(setup) }
         if config.inputs { try startInputs() }
+        if config.display { try startDisplay() }
         onLog("accelerator: \(config.accelerator.kind.rawValue) (\(config.accelerator.reason))")
         let logFD = try state.openLog(state.qemuLog)
         defer { close(logFD) }
@@ -251,6 +254,7 @@ public final class VirtualMachine {
         }
         emit(VMEvent(name: "qemu-exited", data: data))
         qmp?.close()
+        stopDisplay()
         spice = nil
         stopInputs()
         for l in listeners { l.close() }

@@ -195,6 +195,9 @@ public final class VhostUserBackend: VirtioQueueAccess {
     private func handle(_ h: VhostUserHeader, _ p: [UInt8], _ fds: inout [Int32]) throws(VhostUserError) -> [UInt8]? {
         let r = h.request
         guard let request = VhostUserRequest(rawValue: r) else {
+            if let d = device as? VhostUserDeviceRequests, let reply = d.handleVhostUserRequest(r, payload: p, fds: &fds) {
+                return reply.isEmpty ? nil : reply
+            }
             onLog("\(name): ignoring unknown request \(r)")
             return h.needsReply ? VhostUserPayload.encode(UInt64(1)) : nil
         }

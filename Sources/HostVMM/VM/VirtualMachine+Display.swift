@@ -1,0 +1,116 @@
+import AgentProtocol
+import Foundation
+import LinuxSystem
+import SpiceBridge
+import VirtioCore
+import VirtioGPU
+
+/// The virtio-gpu of `--display` and where its frames go.
+final class GPUDisplay: VirtioGPUDisplaySink {
+    let device: VirtioGPUDevice
+    let backend: VhostUserBackend
+    /// nil with --no-spice: the guest still gets its GPU, nobody sees it.
+    let spice: SpiceDisplay?
+    var log: (String) -> Void = { _ in }
+
+    init(device: VirtioGPUDevice, backend: VhostUserBackend, spice: SpiceDisplay?) {
+        self.device = device
+        self.backend = backend
+        self.spice = spice
+    }
+
+    // All on the VM's loop thread, which is also the SPICE server's loop.
+
+    func scanoutChanged(width: Int, height: Int) {
+        // 0 x 0 (scanout disabled): keep the last picture, as QEMU's displays do.
+        guard let spice, width > 0, height > 0 else { return }
+        do {
+            try spice.resize(width: width, height: height)
+        } catch {
+            log("display: cannot resize the SPICE primary to \(width)x\(height): \(error)")
+        }
+    }
+
+    func scanoutUpdated(damage: [GPURect], pixels: UnsafeRawPointer, width: Int, height: Int, stride: Int) {
+        spice?.flush(damage: damage.map { SpiceRect(x: Int($0.x), y: Int($0.y), width: Int($0.width), height: Int($0.height)) },
+                     from: SpiceFramebuffer(pixels: pixels, width: width, height: height, stride: stride))
+    }
+
+    func cursorDefined(width: Int, height: Int, hotX: Int, hotY: Int, argb: [UInt32], x: Int, y: Int) {
+        spice?.setCursor(width: width, height: height, hotX: hotX, hotY: hotY, argb: argb, x: x, y: y)
+    }
+
+    func cursorMoved(x: Int, y: Int) { spice?.moveCursor(x: x, y: y) }
+    func cursorHidden() { spice?.hideCursor() }
+}
+
+/// `--display` (issue #7): a virtio-gpu 2D device served by hostvmm over
+/// vhost-user (QEMU's `vhost-user-gpu-pci` connects to `gpu.sock` in the state
+/// directory) whose scanout becomes the SPICE server's primary surface.
+extension VirtualMachine {
+    /// Listens on the GPU socket; after startSpice, before QEMU starts (it connects at once).
+    func startDisplay() throws {
+        let device = VirtioGPUDevice()
+        let backend = VhostUserBackend(name: "gpu", device: device, loop: loop)
+        backend.onLog = { [unowned self] line in self.onLog(line) }
+        backend.onBroken = { [unowned self] reason in
+            self.emit(VMEvent(name: "display-broken", data: ["reason": .string(reason)]))
+        }
+        device.onLog = { [unowned self] line in self.onLog(line) }
+        var spiceDisplay: SpiceDisplay?
+        if let spice {
+            let (w, h) = device.preferredSize
+            let made = try SpiceDisplay(server: spice, width: w, height: h)
+            // A client's window size: what GET_DISPLAY_INFO reports from now on. QEMU's
+            // vhost-user-gpu gives a backend no way to raise VIRTIO_GPU_EVENT_DISPLAY
+            // ("unhandled backend config change"), so the guest sees it at its next probe.
+            made.onClientMonitorsConfig = { [unowned self, weak device] monitors in
+                guard let device, let m = monitors.first, m.width >= 320, m.height >= 200, m.width <= 8192,
+                    m.height <= 8192
+                else { return }
+                device.preferredSize = (Int(m.width), Int(m.height))
+                self.onLog("display: client asks for \(m.width)x\(m.height) (the guest sees it at its next display probe)")
+            }
+            spiceDisplay = made
+        }
+        let gpu = GPUDisplay(device: device, backend: backend, spice: spiceDisplay)
+        gpu.log = { [unowned self] line in self.onLog(line) }
+        device.sink = gpu
+        try backend.listen(path: state.gpuSocket)
+        display = gpu
+    }
+
+    func stopDisplay() {
+        display?.backend.close()
+        display?.spice?.close()
+        display = nil
+    }
+
+    func displayStatusJSON() -> JSONValue {
+        guard let display else { return .object(["enabled": .bool(false)]) }
+        let s = display.device.stats
+        var info: JSONObject = [
+            "enabled": .bool(true),
+            "connected": .bool(display.backend.isConnected),
+            "scanout": .object(["width": .int(Int64(s.scanoutWidth)), "height": .int(Int64(s.scanoutHeight))]),
+            "preferred": .object(["width": .int(Int64(display.device.preferredSize.width)),
+                                  "height": .int(Int64(display.device.preferredSize.height))]),
+            "commands": .int(Int64(s.commands)),
+            "errors": .int(Int64(s.errors)),
+            "transfers": .int(Int64(s.transfers)),
+            "bytes-transferred": .int(Int64(s.bytesTransferred)),
+            "flushes": .int(Int64(s.flushes)),
+            "cursor-commands": .int(Int64(s.cursorCommands)),
+            "resources": .int(Int64(s.resources)),
+            "resource-bytes": .int(Int64(s.hostBytes)),
+        ]
+        if let e = s.lastError { info["last-error"] = .string(e) }
+        if let reason = display.backend.brokenReason { info["broken"] = .string(reason) }
+        if let spice = display.spice {
+            let d = spice.stats
+            info["spice"] = .object(["width": .int(Int64(spice.width)), "height": .int(Int64(spice.height)),
+                                     "drawables": .int(Int64(d.drawables)), "fetched": .int(Int64(d.fetched))])
+        }
+        return .object(info)
+    }
+}

@@ -1,0 +1,573 @@
+import VirtioCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where the device's output goes (SpiceBridge's SpiceDisplay in hostvmm).
+/// Called on the device's thread (hostvmm's event loop). Pixels are always
+/// 32-bit B,G,R,X in memory, whatever format the guest chose: the device
+/// converts at transfer time.
+public protocol VirtioGPUDisplaySink: AnyObject {
+    /// Scanout 0 shows a `width` x `height` image now (a new size or resource); 0 x 0: disabled.
+    func scanoutChanged(width: Int, height: Int)
+    /// `damage` (scanout coordinates) of the scanout's image changed. `pixels` is
+    /// the scanout's top-left pixel; valid only during the call.
+    func scanoutUpdated(damage: [GPURect], pixels: UnsafeRawPointer, width: Int, height: Int, stride: Int)
+    /// A new cursor image (ARGB, 0xAARRGGBB), top-left at (x, y) in scanout coordinates.
+    func cursorDefined(width: Int, height: Int, hotX: Int, hotY: Int, argb: [UInt32], x: Int, y: Int)
+    func cursorMoved(x: Int, y: Int)
+    func cursorHidden()
+}
+
+/// A virtio-gpu 2D device (virtio spec §5.7) behind VirtioCore's backend
+/// protocol: resources live in host memory, their backing pages in guest
+/// memory (read through `GuestMemory`, every range checked), and scanout 0's
+/// damage goes to a `VirtioGPUDisplaySink`.
+///
+/// Threat model: every id, rectangle, offset and scatter-gather entry comes
+/// from the guest. A request that names something that does not exist, or a
+/// rectangle or range outside a resource or its backing, gets an ERR_*
+/// response and changes nothing; no request makes the device trap, read or
+/// write outside a resource's host buffer or outside guest memory, or hold
+/// more than `maxHostBytes` of resources.
+///
+/// Display changes: the guest reads the size in GET_DISPLAY_INFO. With QEMU's
+/// vhost-user-gpu frontend the device cannot tell the guest that the size
+/// changed: QEMU keeps events_read itself (its get_config overwrites ours) and
+/// answers VHOST_USER_BACKEND_CONFIG_CHANGE_MSG with "unhandled backend config
+/// change" (hw/display/vhost-user-gpu.c). `preferredSize` therefore takes
+/// effect at the guest's next GET_DISPLAY_INFO (its next probe).
+///
+/// Threading: one thread (the backend's loop), like every VirtioCore device.
+public final class VirtioGPUDevice: VirtioDeviceBackend, VhostUserDeviceRequests {
+    public static let controlQueue = 0
+    public static let cursorQueue = 1
+    /// Host memory all resources together may take.
+    public static let defaultMaxHostBytes = 256 << 20
+    public static let maxResources = 16384
+    public static let maxDimension = 16384
+    /// Scatter-gather entries per resource (QEMU's limit too).
+    public static let maxBackingEntries = 16384
+    public static let maxCursorSize = 256
+    /// VHOST_USER_GPU_SET_SOCKET (vhost-user.rst, "Front-end message types").
+    public static let vhostUserGPUSetSocket: UInt32 = 33
+
+    public struct Stats: Sendable {
+        public var commands = 0
+        public var errors = 0
+        public var transfers = 0
+        public var bytesTransferred = 0
+        public var flushes = 0
+        public var cursorCommands = 0
+        public var resources = 0
+        public var hostBytes = 0
+        public var scanoutWidth = 0
+        public var scanoutHeight = 0
+        /// The last error response, e.g. "0x105: ERR_INVALID_PARAMETER (rectangle 10x10+1020+0 outside 1024x768 resource 3)".
+        public var lastError: String?
+    }
+
+    /// struct virtio_gpu_mem_entry, checked to lie inside guest memory when attached.
+    struct BackingEntry {
+        var address: GuestAddress
+        var length: UInt32
+    }
+
+    final class Resource {
+        let id: UInt32
+        let format: UInt32
+        let width: Int
+        let height: Int
+        /// Bytes per row, in the guest's backing and in `pixels`.
+        let stride: Int
+        let bytes: Int
+        /// Always B,G,R,X (converted at transfer if the format differs).
+        let pixels: UnsafeMutableRawPointer
+        /// Backing entries (each inside guest memory when attached) and their start offsets.
+        var backing: [BackingEntry]?
+        var backingStarts: [UInt64] = []
+        var backingLength: UInt64 = 0
+
+        init?(id: UInt32, format: UInt32, width: Int, height: Int) {
+            guard let p = calloc(1, width * height * 4) else { return nil }
+            self.id = id
+            self.format = format
+            self.width = width
+            self.height = height
+            stride = width * 4
+            bytes = width * height * 4
+            pixels = p
+        }
+
+        deinit { free(pixels) }
+    }
+
+    /// An error response with the reason, for the log and `Stats.lastError`.
+    struct GPUError: Error {
+        var code: UInt32
+        var reason: String
+    }
+
+    public weak var sink: VirtioGPUDisplaySink?
+    public var onLog: (String) -> Void = { _ in }
+    public let maxHostBytes: Int
+    /// What GET_DISPLAY_INFO reports for scanout 0.
+    public var preferredSize: (width: Int, height: Int) = (1024, 768)
+    public private(set) var stats = Stats()
+
+    private var queues: VirtioQueueAccess?
+    private var resources: [UInt32: Resource] = [:]
+    private var hostBytes = 0
+    private var scanoutResource: UInt32?
+    private var scanoutRect = GPURect(x: 0, y: 0, width: 0, height: 0)
+    private var eventsRead: UInt32 = 0
+    /// Our end of QEMU's vhost-user-gpu socketpair. Held open and unused: we
+    /// show frames through SPICE, not QEMU's display, and QEMU waits for nothing
+    /// on it; closing it would make QEMU's reader spin on EOF.
+    private var gpuSocketFD: Int32 = -1
+    /// Errors logged so far; a hostile guest cannot flood the log.
+    private var loggedErrors = 0
+
+    public init(maxHostBytes: Int = VirtioGPUDevice.defaultMaxHostBytes) {
+        self.maxHostBytes = maxHostBytes
+    }
+
+    deinit {
+        if gpuSocketFD >= 0 { close(gpuSocketFD) }
+    }
+
+    // MARK: - VirtioDeviceBackend
+
+    public var deviceFeatures: UInt64 { 0 }
+    public var queueCount: Int { 2 }
+    public var configSize: Int { VirtioGPU.configSize }
+    /// attach_backing with the most entries is 32 + 16 x 16384 bytes.
+    public var maxChainBytes: UInt64 { 1 << 20 }
+
+    public func attach(_ queues: VirtioQueueAccess) { self.queues = queues }
+
+    public func readConfig(offset: Int, count: Int) -> [UInt8] {
+        var c = [UInt8](repeating: 0, count: VirtioGPU.configSize)
+        c.putU32(eventsRead, at: 0)
+        c.putU32(1, at: 8)  // num_scanouts
+        return Array(c[offset..<(offset + count)])
+    }
+
+    public func writeConfig(offset: Int, bytes: [UInt8]) {
+        // Only events_clear (4..<8) is writable: it clears bits of events_read.
+        var clear: UInt32 = 0
+        for (i, b) in bytes.enumerated() where (4..<8).contains(offset + i) {
+            clear |= UInt32(b) << (8 * UInt32(offset + i - 4))
+        }
+        eventsRead &= ~clear
+    }
+
+    public func queueNotified(_ index: Int) {
+        switch index {
+        case Self.controlQueue: processControl()
+        case Self.cursorQueue: processCursor()
+        default: break
+        }
+    }
+
+    public func reset() {
+        resources = [:]
+        hostBytes = 0
+        scanoutResource = nil
+        scanoutRect = GPURect(x: 0, y: 0, width: 0, height: 0)
+        eventsRead = 0
+        refreshStats()
+    }
+
+    public func handleVhostUserRequest(_ request: UInt32, payload: [UInt8], fds: inout [Int32]) -> [UInt8]? {
+        guard request == Self.vhostUserGPUSetSocket else { return nil }
+        if gpuSocketFD >= 0 { close(gpuSocketFD) }
+        gpuSocketFD = fds.isEmpty ? -1 : fds.removeFirst()
+        return []
+    }
+
+    // MARK: - Queues
+
+    private func processControl() {
+        guard let queues, let q = queues.queue(Self.controlQueue) else { return }
+        var used = false
+        while let chain = q.pop() {
+            used = true
+            let response: [UInt8]
+            if queues.isEnabled(Self.controlQueue) {
+                response = handleControl(chain, memory: q.memory)
+            } else {
+                response = []
+            }
+            let written = (try? chain.write(response, memory: q.memory)) ?? 0
+            q.push(head: chain.head, length: UInt32(written))
+        }
+        if used || q.broken != nil { queues.notify(Self.controlQueue) }
+    }
+
+    private func processCursor() {
+        guard let queues, let q = queues.queue(Self.cursorQueue) else { return }
+        var used = false
+        while let chain = q.pop() {
+            used = true
+            if queues.isEnabled(Self.cursorQueue),
+                let bytes = try? chain.read(memory: q.memory, limit: VirtioGPU.cursorCommandSize),
+                bytes.count == VirtioGPU.cursorCommandSize
+            {
+                handleCursor(WireReader(bytes: bytes))
+            }
+            q.push(head: chain.head, length: 0)
+        }
+        if used || q.broken != nil { queues.notify(Self.cursorQueue) }
+    }
+
+    /// One control request; returns the response bytes (header first).
+    func handleControl(_ chain: DescriptorChain, memory: GuestMemory) -> [UInt8] {
+        stats.commands += 1
+        guard let head = try? chain.read(memory: memory, limit: VirtioGPU.headerSize),
+            head.count == VirtioGPU.headerSize
+        else {
+            return error(GPUError(code: VirtioGPU.Response.errUnspec, reason: "request shorter than a header"),
+                         type: 0, header: nil)
+        }
+        let h = WireReader(bytes: head)
+        let type = h.u32(0)
+        do {
+            guard let size = VirtioGPU.requestSize(type) else {
+                throw GPUError(code: VirtioGPU.Response.errUnspec, reason: "unsupported command")
+            }
+            let bytes = try chain.read(memory: memory, limit: size)
+            guard bytes.count == size else {
+                throw GPUError(code: VirtioGPU.Response.errUnspec, reason: "request of \(bytes.count) bytes, expected \(size)")
+            }
+            let r = WireReader(bytes: bytes)
+            let h = VirtioGPU.headerSize
+            switch type {
+            case VirtioGPU.Command.getDisplayInfo:
+                return displayInfo(header: head)
+            case VirtioGPU.Command.resourceCreate2D:
+                try create2D(id: r.u32(h), format: r.u32(h + 4), width: r.u32(h + 8), height: r.u32(h + 12))
+            case VirtioGPU.Command.resourceUnref:
+                try unref(id: r.u32(h))
+            case VirtioGPU.Command.setScanout:
+                try setScanout(rect: r.rect(h), scanout: r.u32(h + 16), id: r.u32(h + 20))
+            case VirtioGPU.Command.resourceFlush:
+                try flush(rect: r.rect(h), id: r.u32(h + 16))
+            case VirtioGPU.Command.transferToHost2D:
+                try transfer(rect: r.rect(h), offset: r.u64(h + 16), id: r.u32(h + 24), memory: memory)
+            case VirtioGPU.Command.resourceAttachBacking:
+                try attachBacking(id: r.u32(h), count: r.u32(h + 4), chain: chain, memory: memory)
+            case VirtioGPU.Command.resourceDetachBacking:
+                try detachBacking(id: r.u32(h))
+            default:
+                throw GPUError(code: VirtioGPU.Response.errUnspec, reason: "unsupported command")
+            }
+            return response(VirtioGPU.Response.okNoData, header: head, size: VirtioGPU.headerSize)
+        } catch let e as GPUError {
+            return error(e, type: type, header: head)
+        } catch {
+            return self.error(GPUError(code: VirtioGPU.Response.errUnspec, reason: "\(error)"), type: type, header: head)
+        }
+    }
+
+    /// A response of `size` bytes with its header filled in (fence and context echoed).
+    private func response(_ code: UInt32, header: [UInt8]?, size: Int) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: size)
+        out.putU32(code, at: 0)
+        if let header {
+            let h = WireReader(bytes: header)
+            out.putU32(h.u32(4) & VirtioGPU.flagFence, at: 4)
+            out.putU64(h.u64(8), at: 8)  // fence_id
+            out.putU32(h.u32(16), at: 16)  // ctx_id
+        }
+        return out
+    }
+
+    private func error(_ e: GPUError, type: UInt32, header: [UInt8]?) -> [UInt8] {
+        stats.errors += 1
+        let line = "0x\(String(type, radix: 16)): \(Self.responseName(e.code)) (\(e.reason))"
+        stats.lastError = line
+        if loggedErrors < 20 {
+            loggedErrors += 1
+            onLog("virtio-gpu: " + line + (loggedErrors == 20 ? "; not logging further errors" : ""))
+        }
+        return response(e.code, header: header, size: VirtioGPU.headerSize)
+    }
+
+    public static func responseName(_ code: UInt32) -> String {
+        switch code {
+        case VirtioGPU.Response.okNoData: return "OK_NODATA"
+        case VirtioGPU.Response.okDisplayInfo: return "OK_DISPLAY_INFO"
+        case VirtioGPU.Response.errUnspec: return "ERR_UNSPEC"
+        case VirtioGPU.Response.errOutOfMemory: return "ERR_OUT_OF_MEMORY"
+        case VirtioGPU.Response.errInvalidScanoutID: return "ERR_INVALID_SCANOUT_ID"
+        case VirtioGPU.Response.errInvalidResourceID: return "ERR_INVALID_RESOURCE_ID"
+        case VirtioGPU.Response.errInvalidParameter: return "ERR_INVALID_PARAMETER"
+        default: return "0x" + String(code, radix: 16)
+        }
+    }
+
+    // MARK: - Commands
+
+    private func displayInfo(header: [UInt8]) -> [UInt8] {
+        var out = response(VirtioGPU.Response.okDisplayInfo, header: header, size: VirtioGPU.displayInfoSize)
+        let at = VirtioGPU.headerSize
+        out.putU32(UInt32(preferredSize.width), at: at + 8)
+        out.putU32(UInt32(preferredSize.height), at: at + 12)
+        out.putU32(1, at: at + 16)  // enabled
+        return out
+    }
+
+    private func resource(_ id: UInt32) throws(GPUError) -> Resource {
+        guard let r = resources[id] else {
+            throw GPUError(code: VirtioGPU.Response.errInvalidResourceID, reason: "no resource \(id)")
+        }
+        return r
+    }
+
+    private func create2D(id: UInt32, format: UInt32, width: UInt32, height: UInt32) throws(GPUError) {
+        guard id != 0, resources[id] == nil else {
+            throw GPUError(code: VirtioGPU.Response.errInvalidResourceID,
+                           reason: id == 0 ? "resource id 0" : "resource \(id) exists")
+        }
+        guard VirtioGPU.byteOrder(format: format) != nil else {
+            throw GPUError(code: VirtioGPU.Response.errInvalidParameter, reason: "format \(format)")
+        }
+        guard width > 0, height > 0, width <= Self.maxDimension, height <= Self.maxDimension else {
+            throw GPUError(code: VirtioGPU.Response.errInvalidParameter, reason: "size \(width)x\(height)")
+        }
+        let bytes = Int(width) * Int(height) * 4  // <= 1 GiB, no overflow
+        guard resources.count < Self.maxResources, hostBytes + bytes <= maxHostBytes else {
+            throw GPUError(code: VirtioGPU.Response.errOutOfMemory,
+                           reason: "\(width)x\(height) would pass the limit (\(resources.count) resources, "
+                               + "\(hostBytes >> 20) of \(maxHostBytes >> 20) MiB)")
+        }
+        guard let r = Resource(id: id, format: format, width: Int(width), height: Int(height)) else {
+            throw GPUError(code: VirtioGPU.Response.errOutOfMemory, reason: "calloc")
+        }
+        resources[id] = r
+        hostBytes += bytes
+        refreshStats()
+    }
+
+    private func unref(id: UInt32) throws(GPUError) {
+        let r = try resource(id)
+        if scanoutResource == id {
+            scanoutResource = nil
+            scanoutRect = GPURect(x: 0, y: 0, width: 0, height: 0)
+            sink?.scanoutChanged(width: 0, height: 0)
+        }
+        hostBytes -= r.bytes
+        resources[id] = nil
+        refreshStats()
+    }
+
+    private func setScanout(rect: GPURect, scanout: UInt32, id: UInt32) throws(GPUError) {
+        guard scanout == 0 else {
+            throw GPUError(code: VirtioGPU.Response.errInvalidScanoutID, reason: "scanout \(scanout)")
+        }
+        if id == 0 || rect.isEmpty {
+            // Disable the scanout.
+            if scanoutResource != nil { sink?.scanoutChanged(width: 0, height: 0) }
+            scanoutResource = nil
+            scanoutRect = GPURect(x: 0, y: 0, width: 0, height: 0)
+            refreshStats()
+            return
+        }
+        let r = try resource(id)
+        guard rect.fits(width: r.width, height: r.height) else {
+            throw GPUError(code: VirtioGPU.Response.errInvalidParameter,
+                           reason: "scanout rectangle \(rect) outside \(r.width)x\(r.height) resource \(id)")
+        }
+        let resized = rect.width != scanoutRect.width || rect.height != scanoutRect.height || scanoutResource == nil
+        scanoutResource = id
+        scanoutRect = rect
+        refreshStats()
+        if resized { sink?.scanoutChanged(width: Int(rect.width), height: Int(rect.height)) }
+        // The new image at once, as QEMU shows a new scanout surface.
+        present(r, damage: rect)
+    }
+
+    private func flush(rect: GPURect, id: UInt32) throws(GPUError) {
+        let r = try resource(id)
+        guard rect.fits(width: r.width, height: r.height) else {
+            throw GPUError(code: VirtioGPU.Response.errInvalidParameter,
+                           reason: "flush rectangle \(rect) outside \(r.width)x\(r.height) resource \(id)")
+        }
+        stats.flushes += 1
+        if scanoutResource == id { present(r, damage: rect) }
+    }
+
+    /// Hands the part of `damage` (resource coordinates) inside the scanout to the sink.
+    private func present(_ r: Resource, damage: GPURect) {
+        let d = damage.intersection(scanoutRect)
+        guard !d.isEmpty, let sink else { return }
+        let local = GPURect(x: d.x - scanoutRect.x, y: d.y - scanoutRect.y, width: d.width, height: d.height)
+        let origin = r.pixels + Int(scanoutRect.y) * r.stride + Int(scanoutRect.x) * 4
+        sink.scanoutUpdated(damage: [local], pixels: UnsafeRawPointer(origin), width: Int(scanoutRect.width),
+                            height: Int(scanoutRect.height), stride: r.stride)
+    }
+
+    private func transfer(rect: GPURect, offset: UInt64, id: UInt32, memory: GuestMemory) throws(GPUError) {
+        let r = try resource(id)
+        guard r.backing != nil else {
+            throw GPUError(code: VirtioGPU.Response.errInvalidResourceID, reason: "resource \(id) has no backing")
+        }
+        guard rect.fits(width: r.width, height: r.height) else {
+            throw GPUError(code: VirtioGPU.Response.errInvalidParameter,
+                           reason: "rectangle \(rect) outside \(r.width)x\(r.height) resource \(id)")
+        }
+        guard !rect.isEmpty else { return }
+        let rowBytes = Int(rect.width) * 4
+        let rows = Int(rect.height)
+        // The last byte read: offset + (rows-1)*stride + rowBytes, in UInt64 so no guest value overflows it.
+        let (lastRow, o1) = UInt64(rows - 1).multipliedReportingOverflow(by: UInt64(r.stride))
+        let (end0, o2) = offset.addingReportingOverflow(lastRow)
+        let (end, o3) = end0.addingReportingOverflow(UInt64(rowBytes))
+        guard !o1, !o2, !o3, end <= r.backingLength else {
+            throw GPUError(code: VirtioGPU.Response.errInvalidParameter,
+                           reason: "rectangle \(rect) at offset \(offset) reads past the \(r.backingLength)-byte backing of resource \(id)")
+        }
+        let order = VirtioGPU.byteOrder(format: r.format)!
+        let native = order.b == 0 && order.g == 1 && order.r == 2 && order.a == 3
+        for row in 0..<rows {
+            let src = offset + UInt64(row) * UInt64(r.stride)
+            let dst = r.pixels + (Int(rect.y) + row) * r.stride + Int(rect.x) * 4
+            try copyFromBacking(r, offset: src, count: rowBytes, to: dst, memory: memory)
+            if !native { Self.convertToBGRX(dst, pixels: Int(rect.width), order: order) }
+        }
+        stats.transfers += 1
+        stats.bytesTransferred += rows * rowBytes
+    }
+
+    /// Reorders pixels in place into B,G,R,X.
+    static func convertToBGRX(_ p: UnsafeMutableRawPointer, pixels: Int, order: (b: Int, g: Int, r: Int, a: Int)) {
+        let bytes = p.assumingMemoryBound(to: UInt8.self)
+        for i in 0..<pixels {
+            let px = bytes + 4 * i
+            let b = px[order.b], g = px[order.g], r = px[order.r], a = px[order.a]
+            px[0] = b
+            px[1] = g
+            px[2] = r
+            px[3] = a
+        }
+    }
+
+    /// Copies `count` bytes of the backing from `offset` (checked against backingLength by the caller).
+    private func copyFromBacking(_ r: Resource, offset: UInt64, count: Int, to dst: UnsafeMutableRawPointer,
+                                 memory: GuestMemory) throws(GPUError) {
+        guard let entries = r.backing else { return }
+        // The last entry starting at or before offset.
+        var lo = 0, hi = entries.count - 1
+        while lo < hi {
+            let mid = (lo + hi + 1) / 2
+            if r.backingStarts[mid] <= offset { lo = mid } else { hi = mid - 1 }
+        }
+        var i = lo
+        var at = offset - r.backingStarts[i]
+        var done = 0
+        while done < count {
+            guard i < entries.count else {
+                throw GPUError(code: VirtioGPU.Response.errInvalidParameter, reason: "read past the backing")
+            }
+            let e = entries[i]
+            let available = Int(UInt64(e.length) - min(at, UInt64(e.length)))
+            let n = min(available, count - done)
+            if n > 0 {
+                do {
+                    try memory.copyBytes(at: GuestAddress(e.address.raw + at), count: n, to: dst + done)
+                } catch {
+                    // The entry was checked at attach; guest memory changed since (a new memory table).
+                    throw GPUError(code: VirtioGPU.Response.errInvalidParameter, reason: "backing entry \(i): \(error)")
+                }
+                done += n
+            }
+            i += 1
+            at = 0
+        }
+    }
+
+    private func attachBacking(id: UInt32, count: UInt32, chain: DescriptorChain, memory: GuestMemory) throws(GPUError) {
+        let r = try resource(id)
+        guard r.backing == nil else {
+            throw GPUError(code: VirtioGPU.Response.errUnspec, reason: "resource \(id) already has backing")
+        }
+        guard count > 0, count <= UInt32(Self.maxBackingEntries) else {
+            throw GPUError(code: VirtioGPU.Response.errInvalidParameter, reason: "\(count) backing entries")
+        }
+        let fixed = VirtioGPU.requestSize(VirtioGPU.Command.resourceAttachBacking)!
+        let size = fixed + Int(count) * VirtioGPU.memEntrySize
+        guard let bytes = try? chain.read(memory: memory, limit: size), bytes.count == size else {
+            throw GPUError(code: VirtioGPU.Response.errInvalidParameter, reason: "request too short for \(count) entries")
+        }
+        let w = WireReader(bytes: bytes)
+        var entries: [BackingEntry] = []
+        var starts: [UInt64] = []
+        entries.reserveCapacity(Int(count))
+        var total: UInt64 = 0
+        for k in 0..<Int(count) {
+            let at = fixed + k * VirtioGPU.memEntrySize
+            let address = GuestAddress(w.u64(at))
+            let length = w.u32(at + 8)
+            guard memory.contains(address, count: UInt64(length)) else {
+                throw GPUError(code: VirtioGPU.Response.errInvalidParameter,
+                               reason: "backing entry \(k) \(address)+\(length) is outside guest memory")
+            }
+            starts.append(total)
+            entries.append(BackingEntry(address: address, length: length))
+            total += UInt64(length)
+        }
+        r.backing = entries
+        r.backingStarts = starts
+        r.backingLength = total
+    }
+
+    private func detachBacking(id: UInt32) throws(GPUError) {
+        let r = try resource(id)
+        guard r.backing != nil else {
+            throw GPUError(code: VirtioGPU.Response.errUnspec, reason: "resource \(id) has no backing")
+        }
+        r.backing = nil
+        r.backingStarts = []
+        r.backingLength = 0
+    }
+
+    // MARK: - Cursor
+
+    private func handleCursor(_ c: WireReader) {
+        stats.cursorCommands += 1
+        let h = VirtioGPU.headerSize
+        let type = c.u32(0)
+        let scanout = c.u32(h)
+        let x = Int(Int32(bitPattern: c.u32(h + 4))), y = Int(Int32(bitPattern: c.u32(h + 8)))
+        guard scanout == 0 else { return }
+        switch type {
+        case VirtioGPU.Command.moveCursor:
+            sink?.cursorMoved(x: x, y: y)
+        case VirtioGPU.Command.updateCursor:
+            let id = c.u32(h + 16)
+            guard id != 0 else {
+                sink?.cursorHidden()
+                return
+            }
+            guard let r = resources[id], r.width <= Self.maxCursorSize, r.height <= Self.maxCursorSize else {
+                _ = error(GPUError(code: VirtioGPU.Response.errInvalidResourceID, reason: "cursor resource \(id)"),
+                          type: type, header: nil)
+                return
+            }
+            let hotX = min(Int(c.u32(h + 20)), r.width - 1), hotY = min(Int(c.u32(h + 24)), r.height - 1)
+            let argb = [UInt32](UnsafeBufferPointer(start: r.pixels.assumingMemoryBound(to: UInt32.self),
+                                                    count: r.width * r.height)).map { UInt32(littleEndian: $0) }
+            sink?.cursorDefined(width: r.width, height: r.height, hotX: hotX, hotY: hotY, argb: argb, x: x, y: y)
+        default:
+            break
+        }
+    }
+
+    private func refreshStats() {
+        stats.resources = resources.count
+        stats.hostBytes = hostBytes
+        stats.scanoutWidth = scanoutResource == nil ? 0 : Int(scanoutRect.width)
+        stats.scanoutHeight = scanoutResource == nil ? 0 : Int(scanoutRect.height)
+    }
+}
