@@ -68,9 +68,13 @@ public enum SpiceTabletEvent: Sendable, Equatable {
 /// runs. Create, configure and use it on that thread.
 ///
 /// - Keyboard: set-1 scancode bytes become Linux key codes (PCScancodeDecoder).
-///   `get_leds` answers with what the producer last set with `setLEDs`: the
-///   server compares it with the client's lock state and injects Caps/Num/
-///   Scroll Lock presses when they differ, so it must be the guest's truth.
+///   Call `setLEDs` on every guest LED change. In 0.15.1 `get_leds` is what a
+///   client is told at connect; after that the server compares each client
+///   lock-state message with its own copy (set by `spice_server_kbd_leds`,
+///   toggled by its own injections) and injects Caps/Num/Scroll Lock presses
+///   where they differ (inputs-channel.cpp). Stale LEDs mean spurious toggles:
+///   a client connecting with NumLock off against a guest with it on gets a
+///   NumLock press+release (the inputs test sees exactly that).
 /// - Mouse (relative): used in server mouse mode.
 /// - Tablet (absolute): registering it makes client mouse mode available
 ///   (with the primary created with mouse_mode=1 and one display); the

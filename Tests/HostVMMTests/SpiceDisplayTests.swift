@@ -470,3 +470,77 @@ func isSubsequence<T: Equatable>(_ needles: [T], of haystack: [T]) -> Bool {
         #expect(serverMode)
     }
 }
+
+/// Not a timed test: run with HOSTVMM_SPICE_BENCH=1 (Benchmarks/spice_display.py).
+/// Full 1024x768 frames to one spice-gtk client, the producer paced as QEMU
+/// paces its own (a new frame once the worker has fetched the previous one).
+/// Pixel (0,0) carries the frame number; the client timestamps the first
+/// invalidate showing each number (both sides on CLOCK_MONOTONIC).
+@Suite(.serialized) struct SpiceDisplayBenchmark {
+    static let enabled = ProcessInfo.processInfo.environment["HOSTVMM_SPICE_BENCH"] != nil
+
+    static func monotonic() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+
+    @Test(.enabled(if: enabled, "set HOSTVMM_SPICE_BENCH=1"))
+    func fullFrames1024x768() throws {
+        for content in ["desktop", "noise"] {
+            let h = try DisplayHarness(width: 1024, height: 768)
+            defer { h.stop() }
+            var frames: [TestFramebuffer] = []
+            var seed: UInt32 = 12345
+            for k in 0..<4 {
+                let fb = TestFramebuffer(width: 1024, height: 768)
+                if content == "noise" {
+                    for i in 0..<(1024 * 768) {
+                        seed = seed &* 1_664_525 &+ 1_013_904_223
+                        fb.pixels[i] = seed >> 8
+                    }
+                } else {
+                    fb.paintQuadrants()
+                    fb.fill(SpiceRect(x: 100 + k * 40, y: 100, width: 300, height: 200)) { x, y in UInt32((x * y) & 0xFFFFFF) }
+                }
+                frames.append(fb)
+            }
+            let seconds = 6.0
+            let client = try WatchedProcess("/usr/bin/python3", [SpiceDisplayTests.client, h.uri, "watch", "\(seconds + 4)"])
+            defer { client.signal(SIGTERM); _ = client.waitForExit(timeout: 10) }
+            guard client.waitForLine(containing: "primary 1024 768", timeout: 30) != nil else {
+                Issue.record("no primary: \(client.transcript)")
+                return
+            }
+            usleep(300_000)
+            var sent: [Int: Double] = [:]
+            let full = SpiceRect(x: 0, y: 0, width: 1024, height: 768)
+            let start = Self.monotonic()
+            var n = 0
+            var flushTime = 0.0
+            while Self.monotonic() - start < seconds {
+                n += 1
+                let fb = frames[n % frames.count]
+                fb[0, 0] = UInt32(n)
+                let t0 = Self.monotonic()
+                sent[n] = t0
+                h.display.flush(damage: [full], from: fb.view)
+                flushTime += Self.monotonic() - t0
+                while h.display.stats.queued > 0 && Self.monotonic() - start < seconds { usleep(200) }
+            }
+            _ = client.waitForLine(containing: "frames", timeout: 20)
+            var latencies: [Double] = []
+            for line in client.output where line.hasPrefix("frame ") {
+                let parts = line.split(separator: " ")
+                if parts.count == 3, let f = Int(parts[1]), let t = Double(parts[2]), let s = sent[f] { latencies.append(t - s) }
+            }
+            latencies.sort()
+            let seen = latencies.count
+            let median = seen > 0 ? latencies[seen / 2] * 1000 : .nan
+            let p95 = seen > 0 ? latencies[min(seen - 1, seen * 95 / 100)] * 1000 : .nan
+            print(String(format: "spice display bench (%@): produced %d frames (%.1f/s, flush %.2f ms each), client saw %d (%.1f/s), update->client latency median %.1f ms, p95 %.1f ms",
+                         content, n, Double(n) / seconds, flushTime / Double(max(n, 1)) * 1000, seen, Double(seen) / seconds, median, p95))
+            #expect(seen > 0)
+        }
+    }
+}
