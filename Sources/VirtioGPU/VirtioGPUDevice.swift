@@ -58,6 +58,8 @@ public final class VirtioGPUDevice: VirtioDeviceBackend, VhostUserDeviceRequests
         public var transfers = 0
         public var bytesTransferred = 0
         public var flushes = 0
+        /// Pixel bytes handed to the display: only what transfers really changed.
+        public var presentedBytes = 0
         public var cursorCommands = 0
         public var resources = 0
         public var hostBytes = 0
@@ -83,6 +85,8 @@ public final class VirtioGPUDevice: VirtioDeviceBackend, VhostUserDeviceRequests
         let bytes: Int
         /// Always B,G,R,X (converted at transfer if the format differs).
         let pixels: UnsafeMutableRawPointer
+        /// The bounding box of pixels transfers changed and no flush has shown yet.
+        var dirty: GPURect?
         /// Backing entries (each inside guest memory when attached) and their start offsets.
         var backing: [BackingEntry]?
         var backingStarts: [UInt64] = []
@@ -125,6 +129,8 @@ public final class VirtioGPUDevice: VirtioDeviceBackend, VhostUserDeviceRequests
     /// show frames through SPICE, not QEMU's display, and QEMU waits for nothing
     /// on it; closing it would make QEMU's reader spin on EOF.
     private var gpuSocketFD: Int32 = -1
+    /// One row of a transfer, before it is compared with the resource (16384 pixels at most).
+    private let scratch = UnsafeMutableRawPointer.allocate(byteCount: VirtioGPUDevice.maxDimension * 4, alignment: 16)
     /// Errors logged so far; a hostile guest cannot flood the log.
     private var loggedErrors = 0
 
@@ -134,6 +140,7 @@ public final class VirtioGPUDevice: VirtioDeviceBackend, VhostUserDeviceRequests
 
     deinit {
         if gpuSocketFD >= 0 { close(gpuSocketFD) }
+        scratch.deallocate()
     }
 
     // MARK: - VirtioDeviceBackend
@@ -385,6 +392,7 @@ public final class VirtioGPUDevice: VirtioDeviceBackend, VhostUserDeviceRequests
         refreshStats()
         if resized { sink?.scanoutChanged(width: Int(rect.width), height: Int(rect.height)) }
         // The new image at once, as QEMU shows a new scanout surface.
+        r.dirty = nil
         present(r, damage: rect)
     }
 
@@ -395,7 +403,12 @@ public final class VirtioGPUDevice: VirtioDeviceBackend, VhostUserDeviceRequests
                            reason: "flush rectangle \(rect) outside \(r.width)x\(r.height) resource \(id)")
         }
         stats.flushes += 1
-        if scanoutResource == id { present(r, damage: rect) }
+        // Only what transfers changed: Linux's fbdev emulation flushes the whole
+        // frame for a blinking text cursor, five times a second.
+        guard scanoutResource == id, let dirty = r.dirty else { return }
+        let part = rect.intersection(dirty)
+        if part == dirty { r.dirty = nil }
+        if !part.isEmpty { present(r, damage: part) }
     }
 
     /// Hands the part of `damage` (resource coordinates) inside the scanout to the sink.
@@ -404,6 +417,7 @@ public final class VirtioGPUDevice: VirtioDeviceBackend, VhostUserDeviceRequests
         guard !d.isEmpty, let sink else { return }
         let local = GPURect(x: d.x - scanoutRect.x, y: d.y - scanoutRect.y, width: d.width, height: d.height)
         let origin = r.pixels + Int(scanoutRect.y) * r.stride + Int(scanoutRect.x) * 4
+        stats.presentedBytes += Int(local.width) * Int(local.height) * 4
         sink.scanoutUpdated(damage: [local], pixels: UnsafeRawPointer(origin), width: Int(scanoutRect.width),
                             height: Int(scanoutRect.height), stride: r.stride)
     }
@@ -430,11 +444,31 @@ public final class VirtioGPUDevice: VirtioDeviceBackend, VhostUserDeviceRequests
         }
         let order = VirtioGPU.byteOrder(format: r.format)!
         let native = order.b == 0 && order.g == 1 && order.r == 2 && order.a == 3
+        // Each row goes through `scratch` and is compared with what the resource
+        // holds, so the dirty box covers only pixels that really changed.
+        var x0 = Int.max, x1 = -1, y0 = Int.max, y1 = -1
+        let width = Int(rect.width)
         for row in 0..<rows {
             let src = offset + UInt64(row) * UInt64(r.stride)
             let dst = r.pixels + (Int(rect.y) + row) * r.stride + Int(rect.x) * 4
-            try copyFromBacking(r, offset: src, count: rowBytes, to: dst, memory: memory)
-            if !native { Self.convertToBGRX(dst, pixels: Int(rect.width), order: order) }
+            try copyFromBacking(r, offset: src, count: rowBytes, to: scratch, memory: memory)
+            if !native { Self.convertToBGRX(scratch, pixels: width, order: order) }
+            guard memcmp(scratch, dst, rowBytes) != 0 else { continue }
+            let new = scratch.assumingMemoryBound(to: UInt32.self), old = dst.assumingMemoryBound(to: UInt32.self)
+            var first = 0
+            while new[first] == old[first] { first += 1 }
+            var last = width - 1
+            while new[last] == old[last] { last -= 1 }
+            dst.copyMemory(from: scratch, byteCount: rowBytes)
+            x0 = min(x0, first)
+            x1 = max(x1, last)
+            y0 = min(y0, row)
+            y1 = max(y1, row)
+        }
+        if x1 >= 0 {
+            let changed = GPURect(x: rect.x + UInt32(x0), y: rect.y + UInt32(y0), width: UInt32(x1 - x0 + 1),
+                                  height: UInt32(y1 - y0 + 1))
+            r.dirty = r.dirty.map { $0.union(changed) } ?? changed
         }
         stats.transfers += 1
         stats.bytesTransferred += rows * rowBytes

@@ -102,6 +102,13 @@ public struct GPURect: Equatable, Sendable, CustomStringConvertible {
         UInt64(x) + UInt64(width) <= UInt64(w) && UInt64(y) + UInt64(height) <= UInt64(h)
     }
 
+    /// The bounding box of both (neither empty; both inside a resource, so no overflow).
+    func union(_ o: GPURect) -> GPURect {
+        let x0 = min(x, o.x), y0 = min(y, o.y)
+        let x1 = max(x + width, o.x + o.width), y1 = max(y + height, o.y + o.height)
+        return GPURect(x: x0, y: y0, width: x1 - x0, height: y1 - y0)
+    }
+
     func intersection(_ o: GPURect) -> GPURect {
         let x0 = max(UInt64(x), UInt64(o.x)), y0 = max(UInt64(y), UInt64(o.y))
         let x1 = min(UInt64(x) + UInt64(width), UInt64(o.x) + UInt64(o.width))

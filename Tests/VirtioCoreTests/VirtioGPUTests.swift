@@ -191,16 +191,24 @@ final class TestGPUDriver {
         #expect(d.transfer(7, x: 0, y: 0, w: UInt32(w), h: UInt32(h), offset: 0) == R.okNoData)
         #expect(d.setScanout(7, w: UInt32(w), h: UInt32(h)) == R.okNoData)
         #expect(d.sink.sizes.count == 1 && d.sink.sizes[0] == (w, h))
-        #expect(d.flush(7, x: 3, y: 4, w: 10, h: 5) == R.okNoData)
+        // SET_SCANOUT shows the whole image at once.
         let last = try #require(d.sink.updates.last)
-        #expect(last.damage == [GPURect(x: 3, y: 4, width: 10, height: 5)])
+        #expect(last.damage == [GPURect(x: 0, y: 0, width: 64, height: 32)])
         for (x, y) in [(0, 0), (63, 0), (5, 10), (63, 31), (17, 23)] {
             #expect(last.pixels[y * w + x] == Self.pattern(x, y), "pixel \(x),\(y)")
         }
+        // A flush with nothing changed since shows nothing; so does a transfer of the same pixels.
+        #expect(d.flush(7, x: 3, y: 4, w: 10, h: 5) == R.okNoData)
+        #expect(d.transfer(7, x: 0, y: 0, w: UInt32(w), h: UInt32(h), offset: 0) == R.okNoData)
+        #expect(d.flush(7, w: UInt32(w), h: UInt32(h)) == R.okNoData)
+        #expect(d.sink.updates.count == 1)
         // A partial transfer: only the rectangle changes.
         for y in 0..<h { for x in 0..<w { d.guest.put(UInt32(0xFFFFFF), at: TestGPUDriver.backing + UInt64((y * w + x) * 4) + (UInt64((y * w + x) * 4) < 3072 ? 0 : 0x1_0000 - 3072)) } }
         #expect(d.transfer(7, x: 8, y: 2, w: 4, h: 3, offset: UInt64((2 * w + 8) * 4)) == R.okNoData)
         #expect(d.flush(7, w: UInt32(w), h: UInt32(h)) == R.okNoData)
+        #expect(d.sink.updates.count == 2)
+        // Only the pixels that changed, although the guest flushed the whole resource.
+        #expect(try #require(d.sink.updates.last).damage == [GPURect(x: 8, y: 2, width: 4, height: 3)])
         let after = try #require(d.sink.updates.last).pixels
         #expect(after[3 * w + 9] == 0xFFFFFF)
         #expect(after[3 * w + 12] == Self.pattern(12, 3))

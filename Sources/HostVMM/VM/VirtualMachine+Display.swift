@@ -100,6 +100,7 @@ extension VirtualMachine {
             "transfers": .int(Int64(s.transfers)),
             "bytes-transferred": .int(Int64(s.bytesTransferred)),
             "flushes": .int(Int64(s.flushes)),
+            "presented-bytes": .int(Int64(s.presentedBytes)),
             "cursor-commands": .int(Int64(s.cursorCommands)),
             "resources": .int(Int64(s.resources)),
             "resource-bytes": .int(Int64(s.hostBytes)),
