@@ -147,5 +147,33 @@ import Testing
         // QEMU logs one line at realize because we do not offer VIRTIO_GPU_F_EDID; nothing else.
         let unexpected = qemuLog.split(separator: "\n").filter { !$0.contains("EDID requested but the backend doesn't support it") }
         #expect(unexpected.isEmpty, "qemu.log: \(qemuLog)")
+
+        // 6. A client asks for 1280x800 (spice-gtk's monitors config, through the agent channel).
+        //    The guest cannot be told at once (vhost-user-gpu has no config-change path for a
+        //    backend), so it gets the size at its next probe: after a reboot the scanout and
+        //    the SPICE primary are 1280x800.
+        let client = "\(TestEnvironment.packageRoot)/Tests/HostVMMTests/Clients/spice_devices.py"
+        let uri = "spice://127.0.0.1?port=\(port)&password=\(password)"
+        let sent = try runCommand("/usr/bin/python3", [client, uri, "monitors", "1280", "800"], timeout: 60)
+        #expect(sent.output.contains("sent"), "client: \(sent.output)")
+        info = try display(vm)
+        #expect(info["preferred"]?["width"]?.int64Value == 1280 && info["preferred"]?["height"]?.int64Value == 800,
+                "display: \(JSONWriter.string(info)); client: \(sent.output)")
+        let reboot = try vm.cli(["shutdown", vm.name, "--reboot"])
+        #expect(reboot.status == 0, "reboot: \(reboot.output)")
+        #expect(vm.waitForOccurrence("agent ready after", count: 2, timeout: BootedVM.bootTimeout))
+        let resizeDeadline = Date().addingTimeInterval(60)
+        info = try display(vm)
+        while info["scanout"]?["width"]?.int64Value != 1280 && Date() < resizeDeadline {
+            Thread.sleep(forTimeInterval: 0.5)
+            info = try display(vm)
+        }
+        #expect(info["scanout"]?["width"]?.int64Value == 1280 && info["scanout"]?["height"]?.int64Value == 800,
+                "display after reboot: \(JSONWriter.string(info))")
+        #expect(info["spice"]?["width"]?.int64Value == 1280 && info["spice"]?["height"]?.int64Value == 800)
+        let big = try screenshot(vm, port: port, password: password)
+        #expect(big.width == 1280 && big.height == 800)
+        let fbAfter = try vm.guestRun("cat /sys/class/graphics/fb0/virtual_size")
+        #expect(fbAfter.output.trimmingCharacters(in: .whitespacesAndNewlines) == "1280,800")
     }
 }
