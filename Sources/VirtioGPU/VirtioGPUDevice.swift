@@ -31,7 +31,7 @@ public protocol VirtioGPUDisplaySink: AnyObject {
 /// write outside a resource's host buffer or outside guest memory, or hold
 /// more than `maxHostBytes` of resources.
 ///
-/// Display changes: the guest reads the size in GET_DISPLAY_INFO. With QEMU's
+/// Display changes: the guest reads the size in GET_DISPLAY_INFO (and GET_EDID). With QEMU's
 /// vhost-user-gpu frontend the device cannot tell the guest that the size
 /// changed: QEMU keeps events_read itself (its get_config overwrites ours) and
 /// answers VHOST_USER_BACKEND_CONFIG_CHANGE_MSG with "unhandled backend config
@@ -145,7 +145,8 @@ public final class VirtioGPUDevice: VirtioDeviceBackend, VhostUserDeviceRequests
 
     // MARK: - VirtioDeviceBackend
 
-    public var deviceFeatures: UInt64 { 0 }
+    /// EDID: the guest reads the preferred mode from an EDID too (and QEMU does not warn).
+    public var deviceFeatures: UInt64 { VirtioGPU.featureEDID }
     public var queueCount: Int { 2 }
     public var configSize: Int { VirtioGPU.configSize }
     /// attach_backing with the most entries is 32 + 16 x 16384 bytes.
@@ -252,6 +253,15 @@ public final class VirtioGPUDevice: VirtioDeviceBackend, VhostUserDeviceRequests
             switch type {
             case VirtioGPU.Command.getDisplayInfo:
                 return displayInfo(header: head)
+            case VirtioGPU.Command.getEDID:
+                guard r.u32(h) == 0 else {
+                    throw GPUError(code: VirtioGPU.Response.errInvalidScanoutID, reason: "EDID of scanout \(r.u32(h))")
+                }
+                var out = response(VirtioGPU.Response.okEDID, header: head, size: VirtioGPU.edidResponseSize)
+                let edid = VirtioGPUEDID.block(width: preferredSize.width, height: preferredSize.height)
+                out.putU32(UInt32(edid.count), at: h)
+                out.replaceSubrange((h + 8)..<(h + 8 + edid.count), with: edid)
+                return out
             case VirtioGPU.Command.resourceCreate2D:
                 try create2D(id: r.u32(h), format: r.u32(h + 4), width: r.u32(h + 8), height: r.u32(h + 12))
             case VirtioGPU.Command.resourceUnref:
@@ -305,6 +315,7 @@ public final class VirtioGPUDevice: VirtioDeviceBackend, VhostUserDeviceRequests
         switch code {
         case VirtioGPU.Response.okNoData: return "OK_NODATA"
         case VirtioGPU.Response.okDisplayInfo: return "OK_DISPLAY_INFO"
+        case VirtioGPU.Response.okEDID: return "OK_EDID"
         case VirtioGPU.Response.errUnspec: return "ERR_UNSPEC"
         case VirtioGPU.Response.errOutOfMemory: return "ERR_OUT_OF_MEMORY"
         case VirtioGPU.Response.errInvalidScanoutID: return "ERR_INVALID_SCANOUT_ID"

@@ -1,7 +1,7 @@
 /// Wire constants and layouts of virtio-gpu (virtio spec 1.3 §5.7), 2D subset.
 /// All fields are little-endian; offsets below are from the start of a request.
 public enum VirtioGPU {
-    /// Feature bits (§5.7.3). We offer none of them: no 3D, no blobs, no EDID yet.
+    /// Feature bits (§5.7.3). We offer EDID only: no 3D, no blobs.
     public static let featureVirgl: UInt64 = 1 << 0
     public static let featureEDID: UInt64 = 1 << 1
 
@@ -46,6 +46,8 @@ public enum VirtioGPU {
     public static let headerSize = 24
     /// struct virtio_gpu_resp_display_info: header + 16 x (rect, enabled, flags).
     public static let displayInfoSize = headerSize + maxScanouts * 24
+    /// struct virtio_gpu_resp_edid: header, size, padding, edid[1024].
+    public static let edidResponseSize = headerSize + 8 + 1024
     /// struct virtio_gpu_config: events_read, events_clear, num_scanouts, num_capsets.
     public static let configSize = 16
     /// struct virtio_gpu_update_cursor (also move_cursor).
@@ -63,6 +65,7 @@ public enum VirtioGPU {
         case Command.resourceFlush: return headerSize + 24
         case Command.transferToHost2D: return headerSize + 32
         case Command.resourceAttachBacking: return headerSize + 8
+        case Command.getEDID: return headerSize + 8
         default: return nil
         }
     }
