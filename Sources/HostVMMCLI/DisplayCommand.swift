@@ -7,8 +7,14 @@ struct DisplayCommand: ParsableCommand {
         commandName: "display",
         abstract: "Show the virtio-gpu display of a VM started with --display (scanout size, counters, last error).")
     @OptionGroup var vm: VMSelection
+    @Option(help: .hidden) var debugCorrupt: Int?
 
     func run() {
-        printJSON(execute(connect(vm), "query-display"))
+        let client = connect(vm)
+        if let debugCorrupt {
+            printJSON(execute(client, "display-debug-corrupt", ["count": .int(Int64(debugCorrupt))]))
+            return
+        }
+        printJSON(execute(client, "query-display"))
     }
 }

@@ -134,6 +134,13 @@ public final class VirtioGPUDevice: VirtioDeviceBackend, VhostUserDeviceRequests
     /// Errors logged so far; a hostile guest cannot flood the log.
     private var loggedErrors = 0
 
+    /// Test hook (hostvmm's `display-debug-corrupt`, HOSTVMM_TEST_HOOKS=1 only): the next
+    /// this many TRANSFER_TO_HOST_2D / RESOURCE_FLUSH requests are altered after they are
+    /// read from the guest, as a hostile driver would send them: by turns a resource id
+    /// that does not exist, a rectangle far outside the resource, an offset past the backing.
+    public var corruptNextRequests = 0
+    private var corruptions = 0
+
     public init(maxHostBytes: Int = VirtioGPUDevice.defaultMaxHostBytes) {
         self.maxHostBytes = maxHostBytes
     }
@@ -244,7 +251,21 @@ public final class VirtioGPUDevice: VirtioDeviceBackend, VhostUserDeviceRequests
             guard let size = VirtioGPU.requestSize(type) else {
                 throw GPUError(code: VirtioGPU.Response.errUnspec, reason: "unsupported command")
             }
-            let bytes = try chain.read(memory: memory, limit: size)
+            var bytes = try chain.read(memory: memory, limit: size)
+            if corruptNextRequests > 0, bytes.count == size,
+                type == VirtioGPU.Command.transferToHost2D || type == VirtioGPU.Command.resourceFlush
+            {
+                corruptNextRequests -= 1
+                corruptions += 1
+                let h = VirtioGPU.headerSize
+                switch corruptions % 3 {
+                case 0: bytes.putU32(0xDEAD_BEEF, at: type == VirtioGPU.Command.resourceFlush ? h + 16 : h + 24)
+                case 1: bytes.putU32(0xFFFF_FF00, at: h)  // x
+                default:
+                    if type == VirtioGPU.Command.transferToHost2D { bytes.putU64(UInt64.max - 1, at: h + 16) }
+                    else { bytes.putU32(0x7FFF_FFFF, at: h + 12) }  // height
+                }
+            }
             guard bytes.count == size else {
                 throw GPUError(code: VirtioGPU.Response.errUnspec, reason: "request of \(bytes.count) bytes, expected \(size)")
             }

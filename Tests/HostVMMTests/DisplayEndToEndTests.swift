@@ -64,7 +64,7 @@ import Testing
 
     @Test(.enabled(if: clientInstalled, "spicy-screenshot is not installed (spice-client-gtk)"))
     func guestFramebufferReachesSpiceClient() throws {
-        let vm = try BootedVM(name: "e2e-gpu", options: ["--display"])
+        let vm = try BootedVM(name: "e2e-gpu", options: ["--display"], extraEnvironment: ["HOSTVMM_TEST_HOOKS": "1"])
         let spice = try JSONParser.parse(try vm.cli(["spice", vm.name, "--json"]).output)
         let port = Int(try #require(spice["port"]?.int64Value))
         let passwordFile = try #require(spice["password-file"]?.stringValue)
@@ -86,17 +86,23 @@ import Testing
         let stride = try #require(Int(fbLines.last ?? ""), "fb0 stride: \(fb.output)")
         #expect(stride >= Self.width * 4)
 
+        func lit(_ img: PPMImage, rows: Range<Int>, columns: Range<Int>) -> Int {
+            var n = 0
+            for y in rows { for x in columns where img.pixel(x, y) != 0 { n += 1 } }
+            return n
+        }
+        // 1b. The default boot shows text: the embedded init says "init done" on tty0
+        //     (loglevel=4 keeps the kernel's own messages off the screen), one 8x16 text row.
+        let booted = try screenshot(vm, port: port, password: password) { lit($0, rows: 0..<16, columns: 0..<200) > 100 }
+        #expect(lit(booted, rows: 0..<16, columns: 0..<200) > 100, "no text in the top row after boot")
+        #expect(lit(booted, rows: 0..<16, columns: 200..<Self.width) == 0)
+
         // 2. Console text through fbcon: the same line twice, so the two text rows
         //    (8x16 glyphs) must be identical and non-black, and the rest of the rows black.
         let text = "HOSTVMM virtio-gpu 0123456789"
         _ = try vm.guestRun("echo 0 > /sys/class/graphics/fbcon/cursor_blink; printf '\\033[2J\\033[H' > /dev/tty0;"
                             + " echo '\(text)' > /dev/tty0; echo '\(text)' > /dev/tty0")
         let textWidth = text.count * 8
-        func lit(_ img: PPMImage, rows: Range<Int>, columns: Range<Int>) -> Int {
-            var n = 0
-            for y in rows { for x in columns where img.pixel(x, y) != 0 { n += 1 } }
-            return n
-        }
         let console = try screenshot(vm, port: port, password: password) {
             lit($0, rows: 0..<32, columns: 0..<textWidth) > 300
         }
@@ -148,6 +154,30 @@ import Testing
         // The guest read our EDID (VIRTIO_GPU_F_EDID) for its connector.
         let edid = try vm.guestRun("cat /sys/class/drm/card*-Virtual-1/edid | wc -c")
         #expect(edid.output.trimmingCharacters(in: .whitespacesAndNewlines) == "128", "edid: \(edid.output)")
+
+        // 5b. Hostile requests: the next 9 transfers and flushes the guest sends are altered
+        //     (unknown resource, rectangle outside, offset past the backing). Each gets an
+        //     error response; the guest's driver carries on and the display keeps working.
+        let armed = try vm.cli(["display", vm.name, "--debug-corrupt", "9"])
+        #expect(armed.output.contains("\"armed\": 9"), "hook: \(armed.output)")
+        _ = try vm.guestRun("for i in 1 2 3 4 5 6 7 8 9 10 11 12; do echo hostile $i > /dev/tty0; sleep 0.2; done")
+        let errDeadline = Date().addingTimeInterval(30)
+        info = try display(vm)
+        while (info["errors"]?.int64Value ?? 0) < 9 && Date() < errDeadline {
+            Thread.sleep(forTimeInterval: 0.5)
+            info = try display(vm)
+        }
+        #expect(info["errors"]?.int64Value == 9, "display: \(JSONWriter.string(info))")
+        let lastError = info["last-error"]?.stringValue ?? ""
+        #expect(lastError.contains("ERR_INVALID_PARAMETER") || lastError.contains("ERR_INVALID_RESOURCE_ID"), "\(lastError)")
+        try vm.putFile("/tmp/pattern2.raw", Self.patternBytes(stride: stride, rows: 0..<Self.height, variant: 2))
+        _ = try vm.guestRun("dd if=/tmp/pattern2.raw of=/dev/fb0 bs=\(16 * stride) 2>&1")
+        let healed = try screenshot(vm, port: port, password: password) { $0.pixel(700, 700) == Self.pattern(700, 700, variant: 2) }
+        let expected2 = (0..<(Self.width * Self.height)).map { Self.pattern($0 % Self.width, $0 / Self.width, variant: 2) }
+        let diff2 = healed.differences(from: expected2)
+        #expect(diff2.count == 0, "\(diff2.count) pixels differ after the hostile phase: \(diff2.first)")
+        #expect(try vm.cli(["ping", vm.name]).status == 0)
+        #expect(try display(vm)["broken"] == nil)
 
         // 6. A client asks for 1280x800 (spice-gtk's monitors config, through the agent channel).
         //    The guest cannot be told at once (vhost-user-gpu has no config-change path for a

@@ -21,6 +21,7 @@ enum ControlCommands {
         "query-spice": { vm, _, done in done(.success(vm.spiceStatusJSON())) },
         "lock": lock,
         "query-display": { vm, _, done in done(.success(vm.displayStatusJSON())) },
+        "display-debug-corrupt": { vm, args, done in done(vm.displayDebugCorrupt(args)) },
         "query-inputs": { vm, _, done in done(.success(vm.inputsStatusJSON())) },
         "input-send": { vm, args, done in done(vm.inputSend(args)) },
         "input-debug-corrupt": { vm, args, done in done(vm.inputDebugCorrupt(args)) },

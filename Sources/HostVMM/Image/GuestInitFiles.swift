@@ -46,6 +46,8 @@ enum GuestInitFiles {
         mkdir -p /var/log
         acpid -c /etc/acpi -l /run/acpid.log -p /run/acpid.pid
         echo "hostvmm-guest: init done"
+        # With a display (virtio-gpu, fbcon), say it on the screen too: /dev/console is ttyS0.
+        [ -e /sys/class/graphics/fb0 ] && echo "hostvmm-guest: init done" > /dev/tty0
 
         """
 

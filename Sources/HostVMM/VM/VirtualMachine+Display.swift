@@ -86,6 +86,16 @@ extension VirtualMachine {
         display = nil
     }
 
+    /// `display-debug-corrupt` (HOSTVMM_TEST_HOOKS=1 only): the next `count` transfers and
+    /// flushes the guest sends are made hostile (bad resource id, rectangle or offset).
+    func displayDebugCorrupt(_ args: JSONObject) -> Result<JSONValue, ControlError> {
+        guard Self.testHooksEnabled else { return .failure(.commandNotFound("display-debug-corrupt")) }
+        guard let display else { return .failure(.generic("this VM has no display (start it with --display)")) }
+        let count = Int(args["count"]?.int64Value ?? 1)
+        display.device.corruptNextRequests = max(0, min(count, 1000))
+        return .success(.object(["armed": .int(Int64(display.device.corruptNextRequests))]))
+    }
+
     func displayStatusJSON() -> JSONValue {
         guard let display else { return .object(["enabled": .bool(false)]) }
         let s = display.device.stats
