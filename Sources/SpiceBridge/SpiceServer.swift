@@ -52,7 +52,11 @@ public struct SpiceError: Error, CustomStringConvertible, Sendable {
 /// libspice-server embedded in hostvmm (spice.md §1): one server per process,
 /// on the process's event loop. Must be created and used on the loop thread.
 public final class SpiceServer {
-    private let server: OpaquePointer
+    let server: OpaquePointer
+    /// Display and input devices registered with this server. The server keeps
+    /// pointers to their C instances until spice_server_destroy, so they are
+    /// released only after it (deinit's body runs before stored properties go).
+    var devices: [AnyObject] = []
     public let config: SpiceConfig
     private var agentDevice: VDAgentCharDevice?
     private var running = false
@@ -98,6 +102,9 @@ public final class SpiceServer {
         }
         spice_server_set_name(s, config.name)
         spice_server_set_agent_copypaste(s, 1)
+        // Lossless display, as QEMU's default (streaming-video=off): with FILTER the
+        // server turns regions it thinks are video into lossy MJPEG streams.
+        spice_server_set_streaming_video(s, Int32(SPICE_STREAM_VIDEO_OFF))
         SpiceCore.onChannelEvent = { [weak self] event in
             guard event.isMainChannel else { return }
             self?.onClient(event)
@@ -132,6 +139,17 @@ public final class SpiceServer {
     }
 
     public var agentAttached: Bool { agentDevice != nil }
+
+    /// Agent mouse (on by default, as in QEMU): while a vdagent is attached, client-mode
+    /// pointer positions go to the guest agent as VD_AGENT_MOUSE_STATE instead of the
+    /// tablet (spice.md §5.4). hostvmm's guest agent does not inject pointer events, so
+    /// a VM with a SpiceInputs tablet should turn it off.
+    public func setAgentMouse(_ on: Bool) {
+        spice_server_set_agent_mouse(server, on ? 1 : 0)
+    }
+
+    /// Whether the server is in server (relative) mouse mode rather than client (absolute) mode.
+    public var isServerMouseMode: Bool { spice_server_is_server_mouse(server) != 0 }
 
     deinit {
         detachAgent()

@@ -149,9 +149,13 @@ final class X11Setup: @unchecked Sendable {
     private var listener: Int32 = -1
     private var listenerWatch: WatchHandle?
     private let attached = ResultBox<Bool>()
+    private var holdsGate = false
 
     /// Starts everything; `stop()` cleans up whatever started, also after a failure here.
     func start() throws {
+        // One in-process SPICE server at a time (SpiceDisplayTests has them too).
+        InProcessSpice.gate.wait()
+        holdsGate = true
         dir = try TestEnvironment.temporaryDirectory("x11")
         // -displayfd: Xvfb picks a free display itself and writes its number once it accepts connections.
         let xvfb = try WatchedProcess(X11ClipboardTests.xvfb, ["-displayfd", "1", "-nolisten", "tcp", "-screen", "0", "640x480x24"])
@@ -237,5 +241,9 @@ final class X11Setup: @unchecked Sendable {
             _ = xvfb.waitForExit(timeout: 10)
         }
         if !dir.isEmpty { try? FileManager.default.removeItem(atPath: dir) }
+        if holdsGate {
+            holdsGate = false
+            InProcessSpice.gate.signal()
+        }
     }
 }

@@ -1,0 +1,199 @@
+#!/usr/bin/python3
+"""A real SPICE client (spice-gtk's GObject API) for the display and input tests.
+
+Usage:
+  spice_devices.py URI inputs          phase 1 (client mouse mode): keys, tablet position/buttons/wheel,
+                                       prints "phase1"; then waits until the server switches to server
+                                       mouse mode and sends relative motion and a right click, "phase2"
+  spice_devices.py URI monitors W H    asks for a W x H monitor (MainChannel update_display +
+                                       send_monitor_config) once the agent is connected: "sent"
+  spice_devices.py URI cursor          prints "cursor W H HX HY PIXEL0" for each cursor shape and
+                                       "move X Y" for moves, until killed
+  spice_devices.py URI watch SECONDS   display stream: reads pixel (0,0) on each invalidate and prints
+                                       "frame N T" when its value N (B + G<<8 + R<<16) changes, T being
+                                       CLOCK_MONOTONIC seconds; then "frames K"
+Run with Debian's /usr/bin/python3 (it has gi; see ../shared/docs/spice.md §10).
+"""
+import ctypes
+import sys
+import time
+
+import gi
+
+gi.require_version("SpiceClientGLib", "2.0")
+from gi.repository import GLib, GObject, SpiceClientGLib  # noqa: E402
+
+MOUSE_MODE_SERVER = 1
+MOUSE_MODE_CLIENT = 2
+BUTTON_LEFT, BUTTON_MIDDLE, BUTTON_RIGHT, BUTTON_UP, BUTTON_DOWN = 1, 2, 3, 4, 5
+MASK_LEFT, MASK_MIDDLE, MASK_RIGHT = 1, 2, 4
+LOCK_NUM = 2
+
+
+def say(text):
+    print(text, flush=True)
+
+
+def main():
+    uri, mode = sys.argv[1], sys.argv[2]
+    args = sys.argv[3:]
+    session = SpiceClientGLib.Session(uri=uri)
+    loop = GLib.MainLoop()
+    chans = {}
+    opened = set()
+    state = {"started": False, "frames": 0, "last": None, "primary": None}
+
+    def later(ms, fn):
+        GLib.timeout_add(ms, lambda: fn() and False)
+
+    def fail(text):
+        say("error: " + text)
+        loop.quit()
+
+    def main_mode():
+        return chans["main"].get_property("mouse-mode")
+
+    # ---- inputs -----------------------------------------------------------
+    def run_inputs():
+        inputs = chans["inputs"]
+        # Our client's lock state equals the guest's LEDs (the test set NumLock): no resync.
+        inputs.set_key_locks(LOCK_NUM)
+        inputs.key_press(0x1E)
+        inputs.key_release(0x1E)
+        inputs.key_press(0x148)
+        inputs.key_release(0x148)
+        inputs.key_press(0x21D)  # spice-gtk's Pause: e1 1d, then 45
+        inputs.key_press(0x45)
+        inputs.key_release(0x21D)
+        inputs.key_release(0x45)
+        inputs.key_press_and_release(0x11C)
+        # Now the client says NumLock is off: the server toggles the guest's NumLock.
+        inputs.set_key_locks(0)
+        inputs.key_press_and_release(0x2C)  # z: end marker
+        # Tablet (client mouse mode): absolute position, a left click, a wheel step.
+        inputs.position(100, 200, 0, 0)
+        inputs.button_press(BUTTON_LEFT, MASK_LEFT)
+        inputs.position(101, 201, 0, MASK_LEFT)
+        inputs.button_release(BUTTON_LEFT, 0)
+        inputs.button_press(BUTTON_UP, 0)
+        inputs.button_release(BUTTON_UP, 0)
+        inputs.position(799, 599, 0, 0)
+        say("phase1")
+        wait_for_server_mode(0)
+
+    def wait_for_server_mode(tries):
+        if main_mode() == MOUSE_MODE_SERVER:
+            inputs = chans["inputs"]
+            inputs.motion(5, -3, 0)
+            inputs.button_press(BUTTON_RIGHT, MASK_RIGHT)
+            inputs.button_release(BUTTON_RIGHT, 0)
+            inputs.button_press(BUTTON_DOWN, 0)
+            inputs.button_release(BUTTON_DOWN, 0)
+            say("phase2")
+            later(1500, loop.quit)  # let the messages leave before disconnecting
+        elif tries > 300:
+            fail(f"the server did not switch to server mouse mode (mode {main_mode()})")
+        else:
+            later(100, lambda: wait_for_server_mode(tries + 1))
+
+    # ---- monitors config --------------------------------------------------
+    def run_monitors(tries=0):
+        main = chans["main"]
+        if not main.get_property("agent-connected"):
+            if tries > 200:
+                fail("no agent")
+            else:
+                later(100, lambda: run_monitors(tries + 1))
+            return
+        w, h = int(args[0]), int(args[1])
+        main.update_display_enabled(0, True, False)
+        main.update_display(0, 0, 0, w, h, False)
+        ok = main.send_monitor_config()
+        say(f"sent {ok}")
+        later(1500, loop.quit)
+
+    # ---- cursor -----------------------------------------------------------
+    def on_cursor_set(_ch, width, height, hot_x, hot_y, rgba):
+        # spice-gtk hands the shape over as R, G, B, A bytes.
+        pixel0 = ctypes.string_at(rgba, 4).hex() if rgba else "none"
+        say(f"cursor {width} {height} {hot_x} {hot_y} rgba {pixel0}")
+
+    def on_cursor_move(_ch, x, y):
+        say(f"move {x} {y}")
+
+    def on_cursor_hide(_ch):
+        say("hide")
+
+    # ---- display ----------------------------------------------------------
+    def on_primary(_ch, fmt, width, height, stride, _shmid, imgdata):
+        state["primary"] = (imgdata, stride, width, height)
+        say(f"primary {width} {height}")
+
+    def on_invalidate(_ch, x, y, w, h):
+        p = state["primary"]
+        if p is None or x > 0 or y > 0:
+            return
+        b, g, r = ctypes.string_at(p[0], 3)
+        n = b | g << 8 | r << 16
+        if n != state["last"]:
+            state["last"] = n
+            state["frames"] += 1
+            say(f"frame {n} {time.clock_gettime(time.CLOCK_MONOTONIC):.6f}")
+
+    def on_event(channel, event):
+        if event in (SpiceClientGLib.ChannelEvent.ERROR_CONNECT, SpiceClientGLib.ChannelEvent.ERROR_LINK,
+                     SpiceClientGLib.ChannelEvent.ERROR_AUTH, SpiceClientGLib.ChannelEvent.ERROR_IO,
+                     SpiceClientGLib.ChannelEvent.CLOSED):
+            fail(f"{type(channel).__name__} {event.value_nick}")
+        elif event == SpiceClientGLib.ChannelEvent.OPENED:
+            opened.add(type(channel).__name__)
+            maybe_start()
+
+    def maybe_start():
+        if state["started"]:
+            return
+        if mode == "inputs":
+            if not {"InputsChannel", "MainChannel"} <= opened or main_mode() != MOUSE_MODE_CLIENT:
+                later(100, maybe_start)
+                return
+            state["started"] = True
+            run_inputs()
+        elif mode == "monitors":
+            if "main" not in chans:
+                return
+            state["started"] = True
+            run_monitors()
+
+    def on_new(_session, channel):
+        GObject.Object.connect(channel, "channel-event", on_event)
+        if isinstance(channel, SpiceClientGLib.MainChannel):
+            chans["main"] = channel
+        elif isinstance(channel, SpiceClientGLib.InputsChannel):
+            chans["inputs"] = channel
+            channel.connect()
+        elif isinstance(channel, SpiceClientGLib.CursorChannel):
+            chans["cursor"] = channel
+            if mode == "cursor":
+                GObject.Object.connect(channel, "cursor-set", on_cursor_set)
+                GObject.Object.connect(channel, "cursor-move", on_cursor_move)
+                GObject.Object.connect(channel, "cursor-hide", on_cursor_hide)
+            channel.connect()
+        elif isinstance(channel, SpiceClientGLib.DisplayChannel):
+            chans["display"] = channel
+            if mode == "watch":
+                GObject.Object.connect(channel, "display-primary-create", on_primary)
+                GObject.Object.connect(channel, "display-invalidate", on_invalidate)
+            channel.connect()
+
+    GObject.Object.connect(session, "channel-new", on_new)
+    limit = float(args[0]) if mode == "watch" else 300
+    GLib.timeout_add(int(limit * 1000), lambda: loop.quit() or False)
+    session.connect()
+    loop.run()
+    if mode == "watch":
+        say(f"frames {state['frames']}")
+    session.disconnect()
+
+
+if __name__ == "__main__":
+    main()
