@@ -32,13 +32,19 @@ let package = Package(
         .target(name: "SpiceBridge", dependencies: ["CSpiceServer", "AgentProtocol", "LinuxSystem"]),
         // Guest panics: event decoding, policy, crash bundles. Knows nothing of QMP's transport.
         .target(name: "pvpanic", dependencies: ["AgentProtocol"]),
-        .target(name: "HostVMM", dependencies: ["AgentProtocol", "LinuxSystem", "CLinuxSupport", "pvpanic", "SpiceBridge"]),
+        // Guest memory, split virtqueues and the vhost-user backend (issue #7). Standard library + LinuxSystem only.
+        .target(name: "VirtioCore", dependencies: ["LinuxSystem", "CLinuxSupport"]),
+        // virtio-input devices (keyboard, tablet) behind VirtioCore's backend.
+        .target(name: "VirtioInput", dependencies: ["VirtioCore"]),
+        .target(name: "HostVMM", dependencies: ["AgentProtocol", "LinuxSystem", "CLinuxSupport", "pvpanic", "SpiceBridge",
+                                                "VirtioCore", "VirtioInput"]),
         .executableTarget(
             name: "HostVMMCLI",
             dependencies: ["HostVMM", "pvpanic", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(name: "AgentProtocolTests", dependencies: ["AgentProtocol"]),
         .testTarget(name: "PanicTests", dependencies: ["pvpanic", "AgentProtocol"]),
+        .testTarget(name: "VirtioCoreTests", dependencies: ["VirtioCore", "VirtioInput", "LinuxSystem", "CLinuxSupport"]),
         .testTarget(name: "HostVMMTests", dependencies: ["HostVMM", "AgentProtocol", "pvpanic", "SpiceBridge"]),
     ]
 )

@@ -85,6 +85,9 @@ struct UpCommand: ParsableCommand {
     @Flag(name: .long, help: "Boot without ACPI: no power button; the guest powers off through pvpanic.")
     var noACPI = false
 
+    @Flag(name: .long, help: "Give the guest a virtio keyboard and tablet served by hostvmm (vhost-user-input).")
+    var inputs = false
+
     @Option(name: .long, help: "Crash bundles to keep (newest first).")
     var keepCrashes: Int = 5
 
@@ -157,6 +160,7 @@ struct UpCommand: ParsableCommand {
             kernelPath: kernelPath!, initrdPath: initrdPath!, qemuPath: qemuBinary.path)
         config.rootDisk = diskPath
         config.acpi = !noACPI
+        config.inputs = inputs
         if noSpice {
             config.spice = nil
         } else {
@@ -183,6 +187,7 @@ struct UpCommand: ParsableCommand {
                     "--accel", accel, "--image", image, "--kernel", kernel, "--initrd", initrd, "--on-panic", onPanic,
                     "--keep-crashes", String(keepCrashes), "--vmcore", vmcore, "--spice", spice]
         args += noACPI ? ["--no-acpi"] : []
+        args += inputs ? ["--inputs"] : []
         args += noSpice ? ["--no-spice"] : []
         args += spiceInsecure ? ["--spice-insecure"] : []
         for (flag, value) in [("--spice-password-file", spicePasswordFile), ("--spice-tls-cert", spiceTLSCert),

@@ -33,4 +33,20 @@ pid_t clinux_spawn(const char *path, char *const argv[], char *const envp[],
                    int stdin_fd, int stdout_fd, int stderr_fd,
                    int detach_mode, int die_with_parent);
 
+/// The most descriptors one clinux_recv_with_fds call accepts (vhost-user sends at most 8).
+enum { CLINUX_MAX_FDS = 16 };
+
+/// recvmsg(2) that also collects SCM_RIGHTS descriptors (made close-on-exec).
+/// Reads at most `len` bytes into `buf`; stores at most `max_fds` (<= CLINUX_MAX_FDS)
+/// received descriptors in `fds` and their number in `*nfds`. `*truncated` is set
+/// when the kernel had to cut the control data (descriptors were lost).
+/// Returns the byte count, 0 at end of stream, or -1 with errno.
+ssize_t clinux_recv_with_fds(int sock, void *buf, size_t len, int *fds, int max_fds, int *nfds, int *truncated);
+
+/// sendmsg(2) of `len` bytes with `nfds` (<= CLINUX_MAX_FDS) descriptors as SCM_RIGHTS.
+ssize_t clinux_send_with_fds(int sock, const void *buf, size_t len, const int *fds, int nfds);
+
+/// memfd_create(2).
+int clinux_memfd_create(const char *name, unsigned int flags);
+
 #endif

@@ -20,6 +20,9 @@ enum ControlCommands {
         "query-balloon": { vm, _, done in vm.balloonInfo(completion: done) },
         "query-spice": { vm, _, done in done(.success(vm.spiceStatusJSON())) },
         "lock": lock,
+        "query-inputs": { vm, _, done in done(.success(vm.inputsStatusJSON())) },
+        "input-send": { vm, args, done in done(vm.inputSend(args)) },
+        "input-debug-corrupt": { vm, args, done in done(vm.inputDebugCorrupt(args)) },
         "quit": { vm, _, done in
             vm.forceStop()
             done(.success(.object([:])))

@@ -17,6 +17,10 @@ public enum QEMUCommandLine {
     /// How often the guest refreshes the balloon's memory statistics.
     public static let balloonStatsIntervalSeconds = 2
 
+    /// The input devices `--inputs` adds, in PCI order.
+    public static let inputDevices = ["keyboard", "tablet"]
+    public static func inputDeviceID(_ device: String) -> String { "input-\(device)-dev" }
+
     public static func arguments(config: VMConfig, state: StateDirectory) -> [String] {
         let memMiB = config.memoryBytes >> 20
         var args = [
@@ -56,6 +60,17 @@ public enum QEMUCommandLine {
             "-device", "virtio-balloon-pci,id=\(balloonID),deflate-on-oom=on,free-page-reporting=on,"
                 + "guest-stats-polling-interval=\(balloonStatsIntervalSeconds)",
         ]
+        if config.inputs {
+            // vhost-user: QEMU connects (as a client, at startup, without reconnect-ms:
+            // vhost-user-input's realize needs the backend there at once); hostvmm
+            // listens before QEMU starts. Guest RAM is already a shared memfd.
+            for device in inputDevices {
+                args += [
+                    "-chardev", "socket,id=input-\(device),path=\(state.inputSocket(device))",
+                    "-device", "vhost-user-input-pci,chardev=input-\(device),id=\(inputDeviceID(device))",
+                ]
+            }
+        }
         if config.rootDisk != nil {
             // The overlay, not the cached image (DiskOverlay). cache=unsafe: the
             // overlay is thrown away at the next `up`, so the guest's flushes

@@ -5,8 +5,9 @@
 enum GuestInitFiles {
     /// Modules the embedded guest loads (with their dependencies).
     /// pvpanic/pvpanic-pci: panic reports; virtio_balloon: memory; button+evdev:
-    /// the ACPI power button as an input event for acpid.
-    static let modules = ["virtio_balloon", "pvpanic", "pvpanic_pci", "button", "evdev"]
+    /// the ACPI power button as an input event for acpid; virtio_input: the
+    /// keyboard and tablet of `--inputs` (vhost-user-input).
+    static let modules = ["virtio_balloon", "pvpanic", "pvpanic_pci", "button", "evdev", "virtio_input"]
 
     static let agentPath = "/sbin/guest-agent"
 

@@ -23,6 +23,8 @@ public struct StateDirectory: Sendable {
     public var qmpSocket: String { "\(path)/qmp.sock" }
     public var agentSocket: String { "\(path)/qga.sock" }
     public var spiceAgentSocket: String { "\(path)/vdagent.sock" }
+    /// The vhost-user socket of an input device ("keyboard", "tablet"); hostvmm listens, QEMU connects.
+    public func inputSocket(_ device: String) -> String { "\(path)/input-\(device).sock" }
     public var consoleLog: String { "\(path)/console.log" }
     public var qemuLog: String { "\(path)/qemu.log" }
     public var hostvmmLog: String { "\(path)/hostvmm.log" }

@@ -23,6 +23,8 @@ public struct VMConfig: Sendable {
     /// pvpanic (its low-priority poweroff handler is then the only one), which
     /// QEMU reports as GUEST_PVSHUTDOWN.
     public var acpi = true
+    /// A virtio keyboard and tablet served by hostvmm over vhost-user (--inputs).
+    public var inputs = false
     /// nil: no SPICE server (--no-spice).
     public var spice: SpiceSetup? = SpiceSetup()
 

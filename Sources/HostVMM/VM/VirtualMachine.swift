@@ -37,6 +37,8 @@ public final class VirtualMachine {
     /// The embedded SPICE server (nil with --no-spice).
     var spice: SpiceServer?
     private var spiceAgentPortOpen = false
+    /// The virtio-input devices (--inputs), by name ("keyboard", "tablet").
+    var inputs: [String: InputDevice] = [:]
 
     /// Progress lines for a person (foreground `up` prints them).
     public var onLog: (String) -> Void = { _ in }
@@ -80,6 +82,7 @@ public final class VirtualMachine {
         })
 
         if let setup = config.spice { try startSpice(setup) }
+        if config.inputs { try startInputs() }
         onLog("accelerator: \(config.accelerator.kind.rawValue) (\(config.accelerator.reason))")
         let logFD = try state.openLog(state.qemuLog)
         defer { close(logFD) }
@@ -249,6 +252,7 @@ public final class VirtualMachine {
         emit(VMEvent(name: "qemu-exited", data: data))
         qmp?.close()
         spice = nil
+        stopInputs()
         for l in listeners { l.close() }
         listeners = []
         control.closeAll()

@@ -19,7 +19,7 @@ final class BootedVM {
     private static let slot = DispatchSemaphore(value: 1)
     private var holdsSlot = false
 
-    init(name: String, options: [String] = []) throws {
+    init(name: String, options: [String] = [], extraEnvironment: [String: String] = [:]) throws {
         guard Self.slot.wait(timeout: .now() + 900) == .success else {
             throw TestFailure("waited 15 minutes for another test's VM to finish")
         }
@@ -27,7 +27,7 @@ final class BootedVM {
         do {
             stateRoot = try TestEnvironment.temporaryDirectory("e2e")
             up = try WatchedProcess(TestEnvironment.hostvmm, ["up", "--name", name] + options,
-                                    environment: ["HOSTVMM_STATE_DIR": stateRoot])
+                                    environment: extraEnvironment.merging(["HOSTVMM_STATE_DIR": stateRoot]) { $1 })
         } catch {
             Self.slot.signal()  // deinit does not run for a half-built object
             throw error

@@ -1,0 +1,125 @@
+import AgentProtocol
+import Foundation
+import LinuxSystem
+import VirtioCore
+import VirtioInput
+
+/// One virtio-input device of the VM and the vhost-user backend serving it.
+struct InputDevice {
+    let device: VirtioInputDevice
+    let backend: VhostUserBackend
+}
+
+/// The virtio keyboard and tablet (`--inputs`, issue #7): hostvmm serves each
+/// over vhost-user on a socket in the state directory; QEMU's
+/// `vhost-user-input-pci` connects to it. Input comes from the control API
+/// (`input-send`) today and from SpiceBridge's inputs channel later; both run
+/// on the VM's event loop, where the backends run.
+extension VirtualMachine {
+    /// Test hooks (`input-debug-corrupt`) exist only when hostvmm runs with this set to 1.
+    static let testHooksEnabled = ProcessInfo.processInfo.environment["HOSTVMM_TEST_HOOKS"] == "1"
+
+    /// Listens on the devices' sockets; must run before QEMU starts (it connects at once).
+    func startInputs() throws {
+        for name in QEMUCommandLine.inputDevices {
+            let flavour: VirtioInputDevice.Flavour = name == "keyboard" ? .keyboard : .tablet
+            let device = VirtioInputDevice(flavour: flavour, serial: "hostvmm-\(config.name)-\(name)")
+            let backend = VhostUserBackend(name: "input-\(name)", device: device, loop: loop)
+            backend.onLog = { [unowned self] line in self.onLog(line) }
+            backend.onBroken = { [unowned self] reason in
+                self.emit(VMEvent(name: "input-broken", data: ["device": .string(name), "reason": .string(reason)]))
+            }
+            device.onStatus = { [unowned self] event in
+                guard event.type == LinuxInput.evLED else { return }
+                self.emit(VMEvent(name: "input-led", data: [
+                    "device": .string(name), "led": .string(Self.ledName(event.code)), "on": .bool(event.value != 0),
+                ]))
+            }
+            try backend.listen(path: state.inputSocket(name))
+            inputs[name] = InputDevice(device: device, backend: backend)
+        }
+    }
+
+    func stopInputs() {
+        for input in inputs.values { input.backend.close() }
+        inputs = [:]
+    }
+
+    static func ledName(_ code: UInt16) -> String {
+        switch code {
+        case LinuxInput.ledNumLock: return "num-lock"
+        case LinuxInput.ledCapsLock: return "caps-lock"
+        case LinuxInput.ledScrollLock: return "scroll-lock"
+        default: return "led-\(code)"
+        }
+    }
+
+    func inputsStatusJSON() -> JSONValue {
+        var out: JSONObject = [:]
+        for (name, input) in inputs {
+            var leds: JSONObject = [:]
+            for (code, on) in input.device.leds { leds[Self.ledName(code)] = .bool(on) }
+            var info: JSONObject = [
+                "connected": .bool(input.backend.isConnected),
+                "connections": .int(Int64(input.backend.connectionCount)),
+                "delivered-events": .int(Int64(input.device.deliveredEvents)),
+                "pending-events": .int(Int64(input.device.pendingEvents)),
+                "dropped-events": .int(Int64(input.device.droppedEvents)),
+                "leds": .object(leds),
+            ]
+            if let reason = input.backend.brokenReason { info["broken"] = .string(reason) }
+            out[name] = .object(info)
+        }
+        return .object(["enabled": .bool(!inputs.isEmpty), "devices": .object(out)])
+    }
+
+    /// `input-send` (protocol.md §2): one action on one device.
+    func inputSend(_ args: JSONObject) -> Result<JSONValue, ControlError> {
+        guard let name = args["device"]?.stringValue, let input = inputs[name] else {
+            return .failure(.generic(inputs.isEmpty ? "this VM has no input devices (start it with --inputs)"
+                                     : "'device' must be one of \(inputs.keys.sorted().joined(separator: ", "))"))
+        }
+        let d = input.device
+        if let key = args["key"]?.int64Value {
+            guard let code = UInt16(exactly: key) else { return .failure(.generic("'key' must be a Linux key code")) }
+            let action = args["action"]?.stringValue ?? "tap"
+            let ok: Bool
+            switch action {
+            case "press": ok = d.press(linuxKeyCode: code)
+            case "release": ok = d.release(linuxKeyCode: code)
+            case "tap": ok = d.press(linuxKeyCode: code) && d.release(linuxKeyCode: code)
+            default: return .failure(.generic("'action' must be press, release or tap"))
+            }
+            guard ok else { return .failure(.generic("the \(name) has no key \(code)")) }
+        } else if case .object(let pos)? = args["move"] {
+            guard d.flavour == .tablet, let x = pos["x"]?.int64Value, let y = pos["y"]?.int64Value else {
+                return .failure(.generic("'move' needs the tablet and integer 'x' and 'y' (0-32767)"))
+            }
+            d.move(x: Int(x), y: Int(y))
+        } else if let button = args["button"]?.stringValue {
+            let codes = ["left": LinuxInput.btnLeft, "right": LinuxInput.btnRight, "middle": LinuxInput.btnMiddle]
+            guard let code = codes[button], d.button(code, pressed: args["pressed"]?.boolValue ?? true) else {
+                return .failure(.generic("'button' must be left, right or middle, on the tablet"))
+            }
+        } else if let clicks = args["scroll"]?.int64Value, let v = Int32(exactly: clicks) {
+            d.scroll(vertical: v)
+        } else {
+            return .failure(.generic("give one of 'key', 'move', 'button' or 'scroll'"))
+        }
+        return .success(.object([
+            "delivered-events": .int(Int64(d.deliveredEvents)), "pending-events": .int(Int64(d.pendingEvents)),
+        ]))
+    }
+
+    /// `input-debug-corrupt` (HOSTVMM_TEST_HOOKS=1 only): rewrites the next
+    /// descriptor chain of a device's eventq in guest memory into a loop, as a
+    /// hostile driver would, so tests can watch the device break alone.
+    func inputDebugCorrupt(_ args: JSONObject) -> Result<JSONValue, ControlError> {
+        guard Self.testHooksEnabled else { return .failure(.commandNotFound("input-debug-corrupt")) }
+        guard let name = args["device"]?.stringValue, let input = inputs[name] else {
+            return .failure(.generic("unknown input device"))
+        }
+        let done = input.backend._corruptNextChainForTesting(queue: VirtioInputDevice.eventQueue)
+        return .success(.object(["corrupted": .bool(done)]))
+    }
+}

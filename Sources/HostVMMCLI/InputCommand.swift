@@ -1,0 +1,51 @@
+import AgentProtocol
+import ArgumentParser
+import HostVMM
+
+struct InputCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "input",
+        abstract: "Send keyboard or tablet input to a VM started with --inputs; without an action, show the devices.",
+        discussion: """
+            Examples: hostvmm input --key 30 (tap KEY_A); hostvmm input --key 42 --action press;
+            hostvmm input --move 16384,16384; hostvmm input --button left; hostvmm input --scroll -1
+            """)
+    @OptionGroup var vm: VMSelection
+    @Option(help: "A Linux key code for the keyboard (30 = KEY_A, 58 = KEY_CAPSLOCK).") var key: Int?
+    @Option(help: "What to do with --key: press, release or tap.") var action: String = "tap"
+    @Option(help: "Move the tablet's pointer to X,Y (each 0-32767).") var move: String?
+    @Option(help: "Press a tablet button: left, right or middle.") var button: String?
+    @Flag(help: "With --button: release it instead.") var release = false
+    @Option(help: "Scroll the tablet's wheel by N clicks (positive: up).") var scroll: Int?
+    @Option(help: .hidden) var debugCorrupt: String?
+
+    func validate() throws {
+        guard ["press", "release", "tap"].contains(action) else { throw ValidationError("--action must be press, release or tap") }
+        if let move, move.split(separator: ",").compactMap({ Int($0) }).count != 2 {
+            throw ValidationError("--move takes X,Y")
+        }
+    }
+
+    func run() {
+        let client = connect(vm)
+        if let device = debugCorrupt {
+            printJSON(execute(client, "input-debug-corrupt", ["device": .string(device)]))
+            return
+        }
+        var args: JSONObject
+        if let key {
+            args = ["device": "keyboard", "key": .int(Int64(key)), "action": .string(action)]
+        } else if let move {
+            let xy = move.split(separator: ",").compactMap { Int64($0) }
+            args = ["device": "tablet", "move": .object(["x": .int(xy[0]), "y": .int(xy[1])])]
+        } else if let button {
+            args = ["device": "tablet", "button": .string(button), "pressed": .bool(!release)]
+        } else if let scroll {
+            args = ["device": "tablet", "scroll": .int(Int64(scroll))]
+        } else {
+            printJSON(execute(client, "query-inputs"))
+            return
+        }
+        printJSON(execute(client, "input-send", args))
+    }
+}
