@@ -39,6 +39,8 @@ public final class VirtualMachine {
     private var spiceAgentPortOpen = false
     /// The virtio-input devices (--inputs), by name ("keyboard", "tablet").
     var inputs: [String: InputDevice] = [:]
+    /// SPICE's inputs channel, when both SPICE and the virtio inputs are on.
+    var spiceInputs: SpiceInputs?
 
     /// Progress lines for a person (foreground `up` prints them).
     public var onLog: (String) -> Void = { _ in }
@@ -83,6 +85,7 @@ public final class VirtualMachine {
 
         if let setup = config.spice { try startSpice(setup) }
         if config.inputs { try startInputs() }
+        if config.inputs && config.spice != nil { connectSpiceInputs() }
         onLog("accelerator: \(config.accelerator.kind.rawValue) (\(config.accelerator.reason))")
         let logFD = try state.openLog(state.qemuLog)
         defer { close(logFD) }
