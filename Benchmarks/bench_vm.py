@@ -6,7 +6,9 @@ import subprocess
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HOSTVMM = next(p for p in (f"{ROOT}/.build/release/hostvmm", f"{ROOT}/.build/debug/hostvmm") if os.access(p, os.X_OK))
+# The newer of the release and debug builds: a stale release build lacks what the benchmark uses.
+HOSTVMM = max((p for p in (f"{ROOT}/.build/release/hostvmm", f"{ROOT}/.build/debug/hostvmm") if os.access(p, os.X_OK)),
+              key=os.path.getmtime)
 
 
 class BenchVM:

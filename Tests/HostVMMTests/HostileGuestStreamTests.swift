@@ -43,6 +43,8 @@ import Testing
     }
 
     @Test func garbageFromTheGuestSideLeavesTheChannelUsable() throws {
+        InProcessSpice.gate.wait()
+        defer { InProcessSpice.gate.signal() }
         let dir = try TestEnvironment.temporaryDirectory("hostile-guest")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let loop = try LoopThread()

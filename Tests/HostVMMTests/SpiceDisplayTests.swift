@@ -5,9 +5,6 @@ import Testing
 
 /// SpiceCore's loop is one per process: in-process SPICE servers of
 /// different suites (these, X11ClipboardTests) take turns.
-enum InProcessSpice {
-    static let gate = DispatchSemaphore(value: 1)
-}
 
 /// An in-process SpiceServer + SpiceDisplay (+ SpiceInputs) on a LoopThread,
 /// listening on 127.0.0.1 with a ticket. No VM: the test is the producer.

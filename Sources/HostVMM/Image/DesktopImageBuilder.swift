@@ -120,9 +120,10 @@ public struct DesktopImageBuilder {
         let data = try JSONSerialization.data(withJSONObject: manifest, options: [.prettyPrinted, .sortedKeys])
         try data.write(to: URL(fileURLWithPath: "\(out)/manifest.json"))
         // Into place in one rename; a concurrent build of the same key that
-        // finished first wins, and ours is dropped with the staging directory.
+        // finished first wins (rename onto its directory fails), and ours is
+        // dropped with the staging directory: a VM may already boot from it.
         try makeDirectory("\(cacheDir)/images")
-        try? FileManager.default.removeItem(atPath: imageDir)
+        if force { try? FileManager.default.removeItem(atPath: imageDir) }
         if rename(out, imageDir) != 0 && !FileManager.default.fileExists(atPath: "\(imageDir)/manifest.json") {
             throw ImageBuildError.commandFailed("cannot move \(out) to \(imageDir): \(String(cString: strerror(errno)))")
         }

@@ -39,9 +39,12 @@ enum DesktopRootfsFiles {
     /// - configfs: sys-kernel-config.mount.
     /// - qemu_fw_cfg: /sys/firmware/qemu_fw_cfg.
     /// - virtio_rng: entropy once a virtio-rng device is added.
+    /// - virtio_input: the keyboard and tablet of `--inputs`.
+    /// - virtio_gpu: the display of `--display` (drm and its helpers come with it).
     static let rootfsModules = [
         "virtio_blk", "ext4", "crc32c_generic", "virtio_balloon", "pvpanic", "pvpanic_pci", "button", "evdev",
-        "autofs4", "binfmt_misc", "configfs", "qemu_fw_cfg", "virtio_rng",
+        "autofs4", "binfmt_misc", "configfs", "qemu_fw_cfg", "virtio_rng", "virtio_input",
+        "virtio_gpu",
     ]
 
     /// depmod's inputs besides the modules themselves.

@@ -31,6 +31,7 @@ extension VirtualMachine {
             }
             device.onStatus = { [unowned self] event in
                 guard event.type == LinuxInput.evLED else { return }
+                if name == "keyboard" { self.keyboardLEDsChanged() }
                 self.emit(VMEvent(name: "input-led", data: [
                     "device": .string(name), "led": .string(Self.ledName(event.code)), "on": .bool(event.value != 0),
                 ]))

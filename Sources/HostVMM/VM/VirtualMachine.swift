@@ -41,6 +41,8 @@ public final class VirtualMachine {
     var inputs: [String: InputDevice] = [:]
     /// The virtio-gpu and its SPICE display (--display).
     var display: GPUDisplay?
+    /// SPICE's inputs channel, when both SPICE and the virtio inputs are on.
+    var spiceInputs: SpiceInputs?
 
     /// Progress lines for a person (foreground `up` prints them).
     public var onLog: (String) -> Void = { _ in }
@@ -86,6 +88,7 @@ public final class VirtualMachine {
         if let setup = config.spice { try startSpice(setup) }
         if config.inputs { try startInputs() }
         if config.display { try startDisplay() }
+        if config.inputs && config.spice != nil { connectSpiceInputs() }
         onLog("accelerator: \(config.accelerator.kind.rawValue) (\(config.accelerator.reason))")
         let logFD = try state.openLog(state.qemuLog)
         defer { close(logFD) }

@@ -5,6 +5,8 @@ Usage:
   spice_devices.py URI inputs          phase 1 (client mouse mode): keys, tablet position/buttons/wheel,
                                        prints "phase1"; then waits until the server switches to server
                                        mouse mode and sends relative motion and a right click, "phase2"
+  spice_devices.py URI keys            once the inputs channel is open: presses and releases a, then z
+                                       (PC scancodes 0x1e, 0x2c), prints "keys-sent", exits 0
   spice_devices.py URI monitors W H    asks for a W x H monitor (MainChannel update_display +
                                        send_monitor_config) once the agent is connected: "sent"
   spice_devices.py URI cursor          prints "cursor W H HX HY PIXEL0" for each cursor shape and
@@ -158,6 +160,15 @@ def main():
                 return
             state["started"] = True
             run_inputs()
+        elif mode == "keys":
+            if "InputsChannel" not in opened:
+                later(100, maybe_start)
+                return
+            state["started"] = True
+            chans["inputs"].key_press_and_release(0x1E)
+            chans["inputs"].key_press_and_release(0x2C)
+            # Let the messages leave before the process ends.
+            later(500, lambda: (say("keys-sent"), loop.quit()))
         elif mode == "monitors":
             if "main" not in chans:
                 return

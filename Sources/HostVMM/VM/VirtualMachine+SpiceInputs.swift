@@ -1,0 +1,57 @@
+import SpiceBridge
+import VirtioInput
+
+/// The SPICE inputs channel joined to the virtio keyboard and tablet (issue
+/// #7): keys by Linux key code, the client's absolute pointer scaled to the
+/// tablet's 0...32767, buttons and wheel; the guest's keyboard LEDs go back to
+/// the server (wrong LEDs make spice-server inject lock-key presses, spice.md
+/// §5.1). Everything runs on the VM's event loop, like both ends.
+extension VirtualMachine {
+    func connectSpiceInputs() {
+        guard let spice, let keyboard = inputs["keyboard"]?.device, let tablet = inputs["tablet"]?.device else { return }
+        let channel = SpiceInputs(server: spice, tablet: true)
+        // Our guest agent injects no pointer events: with agent mouse on, the
+        // client would send positions to the agent and the pointer would not move.
+        spice.setAgentMouse(false)
+        var logicalSize = (width: Int32(0), height: Int32(0))
+        var buttons: MouseButtons = []
+        func press(_ new: MouseButtons) {
+            for change in new.linuxChanges(from: buttons) { tablet.button(change.code, pressed: change.pressed) }
+            buttons = new
+        }
+        channel.onKey = { key in
+            if key.pressed { keyboard.press(linuxKeyCode: key.code) } else { keyboard.release(linuxKeyCode: key.code) }
+        }
+        channel.onTablet = { event in
+            switch event {
+            case .logicalSize(let width, let height):
+                logicalSize = (width, height)
+            case .position(let x, let y, let newButtons):
+                tablet.move(x: Self.tabletCoordinate(x, extent: logicalSize.width),
+                            y: Self.tabletCoordinate(y, extent: logicalSize.height))
+                press(newButtons)
+            case .wheel(let motion, let newButtons):
+                // SPICE counts wheel steps down as positive; Linux's REL_WHEEL counts up.
+                tablet.scroll(vertical: -motion)
+                press(newButtons)
+            case .buttons(let newButtons):
+                press(newButtons)
+            }
+        }
+        spiceInputs = channel
+    }
+
+    /// The guest's LEDs changed: tell the server (called from the keyboard's status queue).
+    func keyboardLEDsChanged() {
+        guard let channel = spiceInputs, let keyboard = inputs["keyboard"]?.device else { return }
+        var bits: UInt32 = 0
+        for (code, on) in keyboard.leds where on && code < 32 { bits |= 1 << UInt32(code) }
+        channel.setLEDs(KeyboardLEDs(linuxLEDBits: bits))
+    }
+
+    /// A client coordinate in 0..<extent as the tablet's 0...32767 (extent unknown: passed as is).
+    static func tabletCoordinate(_ value: Int32, extent: Int32) -> Int {
+        guard extent > 1 else { return Int(value) }
+        return Int(value) * Int(VirtioInputDevice.absMax) / Int(extent - 1)
+    }
+}
