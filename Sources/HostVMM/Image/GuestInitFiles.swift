@@ -10,6 +10,10 @@ enum GuestInitFiles {
     /// of `--display` (vhost-user-gpu; drm and its helpers come from modules.dep).
     static let modules = ["virtio_balloon", "pvpanic", "pvpanic_pci", "button", "evdev", "virtio_input", "virtio_gpu"]
 
+    /// Of `modules`, those (with their dependencies) that rcS loads only when the VM has
+    /// a virtio-gpu (PCI 1af4:1050), listed in /etc/modules-display.load.
+    static let displayModules = ["virtio_gpu"]
+
     static let agentPath = "/sbin/guest-agent"
 
     static let inittab = """
@@ -35,6 +39,14 @@ enum GuestInitFiles {
         while read -r module; do
             insmod "/lib/modules/$module" || echo "rcS: cannot load $module"
         done < /etc/modules.load
+        for dev in /sys/bus/pci/devices/*; do
+            if [ "$(cat "$dev/vendor")" = 0x1af4 ] && [ "$(cat "$dev/device")" = 0x1050 ]; then
+                while read -r module; do
+                    insmod "/lib/modules/$module" || echo "rcS: cannot load $module"
+                done < /etc/modules-display.load
+                break
+            fi
+        done
         # /dev/virtio-ports/NAME, as udev's 50-udev-default.rules would make them.
         # A port's name arrives by a control message after probe: wait briefly.
         for port in /sys/class/virtio-ports/vport*; do

@@ -77,7 +77,11 @@ public struct ImageBuilder {
         let resolver = ModuleResolver(
             modulesDep: try String(contentsOfFile: "\(modulesDir)/modules.dep", encoding: .utf8),
             modulesBuiltin: (try? String(contentsOfFile: "\(modulesDir)/modules.builtin", encoding: .utf8)) ?? "")
-        let order = try resolver.loadOrder(for: GuestInitFiles.modules)
+        let baseOrder = try resolver.loadOrder(for: GuestInitFiles.modules.filter { !GuestInitFiles.displayModules.contains($0) })
+        // The display's modules (drm and its helpers, ~1.5 MB) load only when the VM has a
+        // virtio-gpu (rcS checks the PCI ids): a 512 MiB guest without one keeps that memory.
+        let displayOrder = try resolver.loadOrder(for: GuestInitFiles.displayModules).filter { !baseOrder.contains($0) }
+        let order = baseOrder + displayOrder
 
         progress("packing initramfs (\(order.count) modules, busybox, guest-agent and \(agentLibraries.count) libraries)")
         var archive = CPIOArchive()
@@ -98,6 +102,7 @@ public struct ImageBuilder {
         archive.add("etc/acpi/PWRF/00000080", .file(Array(GuestInitFiles.powerButton.utf8)))
         archive.add("etc/os-release", .file(Array(GuestInitFiles.osRelease.utf8)), permissions: 0o644)
         var loadList = ""
+        var displayList = ""
         let xz = try HostTool.xz.locate()
         for path in order {
             let name = ModuleResolver.moduleName(ofPath: path) + ".ko"
@@ -109,9 +114,10 @@ public struct ImageBuilder {
                 content = try readBytes("\(modulesDir)/\(path)")
             }
             archive.add("lib/modules/\(name)", .file(content), permissions: 0o644)
-            loadList += name + "\n"
+            if baseOrder.contains(path) { loadList += name + "\n" } else { displayList += name + "\n" }
         }
         archive.add("etc/modules.load", .file(Array(loadList.utf8)), permissions: 0o644)
+        archive.add("etc/modules-display.load", .file(Array(displayList.utf8)), permissions: 0o644)
         var madeDirs = Set(["lib"])
         for lib in agentLibraries {
             let rel = String(lib.dropFirst())
