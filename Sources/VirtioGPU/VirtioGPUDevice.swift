@@ -117,29 +117,29 @@ public final class VirtioGPUDevice: VirtioDeviceBackend, VhostUserDeviceRequests
     public let maxHostBytes: Int
     /// What GET_DISPLAY_INFO reports for scanout 0.
     public var preferredSize: (width: Int, height: Int) = (1024, 768)
-    public private(set) var stats = Stats()
+    public internal(set) var stats = Stats()
 
-    private var queues: VirtioQueueAccess?
-    private var resources: [UInt32: Resource] = [:]
-    private var hostBytes = 0
-    private var scanoutResource: UInt32?
-    private var scanoutRect = GPURect(x: 0, y: 0, width: 0, height: 0)
-    private var eventsRead: UInt32 = 0
+    var queues: VirtioQueueAccess?
+    var resources: [UInt32: Resource] = [:]
+    var hostBytes = 0
+    var scanoutResource: UInt32?
+    var scanoutRect = GPURect(x: 0, y: 0, width: 0, height: 0)
+    var eventsRead: UInt32 = 0
     /// Our end of QEMU's vhost-user-gpu socketpair. Held open and unused: we
     /// show frames through SPICE, not QEMU's display, and QEMU waits for nothing
     /// on it; closing it would make QEMU's reader spin on EOF.
-    private var gpuSocketFD: Int32 = -1
+    var gpuSocketFD: Int32 = -1
     /// One row of a transfer, before it is compared with the resource (16384 pixels at most).
-    private let scratch = UnsafeMutableRawPointer.allocate(byteCount: VirtioGPUDevice.maxDimension * 4, alignment: 16)
+    let scratch = UnsafeMutableRawPointer.allocate(byteCount: VirtioGPUDevice.maxDimension * 4, alignment: 16)
     /// Errors logged so far; a hostile guest cannot flood the log.
-    private var loggedErrors = 0
+    var loggedErrors = 0
 
     /// Test hook (hostvmm's `display-debug-corrupt`, HOSTVMM_TEST_HOOKS=1 only): the next
     /// this many TRANSFER_TO_HOST_2D / RESOURCE_FLUSH requests are altered after they are
     /// read from the guest, as a hostile driver would send them: by turns a resource id
     /// that does not exist, a rectangle far outside the resource, an offset past the backing.
     public var corruptNextRequests = 0
-    private var corruptions = 0
+    var corruptions = 0
 
     public init(maxHostBytes: Int = VirtioGPUDevice.defaultMaxHostBytes) {
         self.maxHostBytes = maxHostBytes
@@ -203,7 +203,7 @@ public final class VirtioGPUDevice: VirtioDeviceBackend, VhostUserDeviceRequests
 
     // MARK: - Queues
 
-    private func processControl() {
+    func processControl() {
         guard let queues, let q = queues.queue(Self.controlQueue) else { return }
         var used = false
         while let chain = q.pop() {
@@ -220,7 +220,7 @@ public final class VirtioGPUDevice: VirtioDeviceBackend, VhostUserDeviceRequests
         if used || q.broken != nil { queues.notify(Self.controlQueue) }
     }
 
-    private func processCursor() {
+    func processCursor() {
         guard let queues, let q = queues.queue(Self.cursorQueue) else { return }
         var used = false
         while let chain = q.pop() {
@@ -309,7 +309,7 @@ public final class VirtioGPUDevice: VirtioDeviceBackend, VhostUserDeviceRequests
     }
 
     /// A response of `size` bytes with its header filled in (fence and context echoed).
-    private func response(_ code: UInt32, header: [UInt8]?, size: Int) -> [UInt8] {
+    func response(_ code: UInt32, header: [UInt8]?, size: Int) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: size)
         out.putU32(code, at: 0)
         if let header {
@@ -321,7 +321,7 @@ public final class VirtioGPUDevice: VirtioDeviceBackend, VhostUserDeviceRequests
         return out
     }
 
-    private func error(_ e: GPUError, type: UInt32, header: [UInt8]?) -> [UInt8] {
+    func error(_ e: GPUError, type: UInt32, header: [UInt8]?) -> [UInt8] {
         stats.errors += 1
         let line = "0x\(String(type, radix: 16)): \(Self.responseName(e.code)) (\(e.reason))"
         stats.lastError = line
@@ -346,261 +346,9 @@ public final class VirtioGPUDevice: VirtioDeviceBackend, VhostUserDeviceRequests
         }
     }
 
-    // MARK: - Commands
-
-    private func displayInfo(header: [UInt8]) -> [UInt8] {
-        var out = response(VirtioGPU.Response.okDisplayInfo, header: header, size: VirtioGPU.displayInfoSize)
-        let at = VirtioGPU.headerSize
-        out.putU32(UInt32(preferredSize.width), at: at + 8)
-        out.putU32(UInt32(preferredSize.height), at: at + 12)
-        out.putU32(1, at: at + 16)  // enabled
-        return out
-    }
-
-    private func resource(_ id: UInt32) throws(GPUError) -> Resource {
-        guard let r = resources[id] else {
-            throw GPUError(code: VirtioGPU.Response.errInvalidResourceID, reason: "no resource \(id)")
-        }
-        return r
-    }
-
-    private func create2D(id: UInt32, format: UInt32, width: UInt32, height: UInt32) throws(GPUError) {
-        guard id != 0, resources[id] == nil else {
-            throw GPUError(code: VirtioGPU.Response.errInvalidResourceID,
-                           reason: id == 0 ? "resource id 0" : "resource \(id) exists")
-        }
-        guard VirtioGPU.byteOrder(format: format) != nil else {
-            throw GPUError(code: VirtioGPU.Response.errInvalidParameter, reason: "format \(format)")
-        }
-        guard width > 0, height > 0, width <= Self.maxDimension, height <= Self.maxDimension else {
-            throw GPUError(code: VirtioGPU.Response.errInvalidParameter, reason: "size \(width)x\(height)")
-        }
-        let bytes = Int(width) * Int(height) * 4  // <= 1 GiB, no overflow
-        guard resources.count < Self.maxResources, hostBytes + bytes <= maxHostBytes else {
-            throw GPUError(code: VirtioGPU.Response.errOutOfMemory,
-                           reason: "\(width)x\(height) would pass the limit (\(resources.count) resources, "
-                               + "\(hostBytes >> 20) of \(maxHostBytes >> 20) MiB)")
-        }
-        guard let r = Resource(id: id, format: format, width: Int(width), height: Int(height)) else {
-            throw GPUError(code: VirtioGPU.Response.errOutOfMemory, reason: "calloc")
-        }
-        resources[id] = r
-        hostBytes += bytes
-        refreshStats()
-    }
-
-    private func unref(id: UInt32) throws(GPUError) {
-        let r = try resource(id)
-        if scanoutResource == id {
-            scanoutResource = nil
-            scanoutRect = GPURect(x: 0, y: 0, width: 0, height: 0)
-            sink?.scanoutChanged(width: 0, height: 0)
-        }
-        hostBytes -= r.bytes
-        resources[id] = nil
-        refreshStats()
-    }
-
-    private func setScanout(rect: GPURect, scanout: UInt32, id: UInt32) throws(GPUError) {
-        guard scanout == 0 else {
-            throw GPUError(code: VirtioGPU.Response.errInvalidScanoutID, reason: "scanout \(scanout)")
-        }
-        if id == 0 || rect.isEmpty {
-            // Disable the scanout.
-            if scanoutResource != nil { sink?.scanoutChanged(width: 0, height: 0) }
-            scanoutResource = nil
-            scanoutRect = GPURect(x: 0, y: 0, width: 0, height: 0)
-            refreshStats()
-            return
-        }
-        let r = try resource(id)
-        guard rect.fits(width: r.width, height: r.height) else {
-            throw GPUError(code: VirtioGPU.Response.errInvalidParameter,
-                           reason: "scanout rectangle \(rect) outside \(r.width)x\(r.height) resource \(id)")
-        }
-        let resized = rect.width != scanoutRect.width || rect.height != scanoutRect.height || scanoutResource == nil
-        scanoutResource = id
-        scanoutRect = rect
-        refreshStats()
-        if resized { sink?.scanoutChanged(width: Int(rect.width), height: Int(rect.height)) }
-        // The new image at once, as QEMU shows a new scanout surface.
-        r.dirty = nil
-        present(r, damage: rect)
-    }
-
-    private func flush(rect: GPURect, id: UInt32) throws(GPUError) {
-        let r = try resource(id)
-        guard rect.fits(width: r.width, height: r.height) else {
-            throw GPUError(code: VirtioGPU.Response.errInvalidParameter,
-                           reason: "flush rectangle \(rect) outside \(r.width)x\(r.height) resource \(id)")
-        }
-        stats.flushes += 1
-        // Only what transfers changed: Linux's fbdev emulation flushes the whole
-        // frame for a blinking text cursor, five times a second.
-        guard scanoutResource == id, let dirty = r.dirty else { return }
-        let part = rect.intersection(dirty)
-        if part == dirty { r.dirty = nil }
-        if !part.isEmpty { present(r, damage: part) }
-    }
-
-    /// Hands the part of `damage` (resource coordinates) inside the scanout to the sink.
-    private func present(_ r: Resource, damage: GPURect) {
-        let d = damage.intersection(scanoutRect)
-        guard !d.isEmpty, let sink else { return }
-        let local = GPURect(x: d.x - scanoutRect.x, y: d.y - scanoutRect.y, width: d.width, height: d.height)
-        let origin = r.pixels + Int(scanoutRect.y) * r.stride + Int(scanoutRect.x) * 4
-        stats.presentedBytes += Int(local.width) * Int(local.height) * 4
-        sink.scanoutUpdated(damage: [local], pixels: UnsafeRawPointer(origin), width: Int(scanoutRect.width),
-                            height: Int(scanoutRect.height), stride: r.stride)
-    }
-
-    private func transfer(rect: GPURect, offset: UInt64, id: UInt32, memory: GuestMemory) throws(GPUError) {
-        let r = try resource(id)
-        guard r.backing != nil else {
-            throw GPUError(code: VirtioGPU.Response.errInvalidResourceID, reason: "resource \(id) has no backing")
-        }
-        guard rect.fits(width: r.width, height: r.height) else {
-            throw GPUError(code: VirtioGPU.Response.errInvalidParameter,
-                           reason: "rectangle \(rect) outside \(r.width)x\(r.height) resource \(id)")
-        }
-        guard !rect.isEmpty else { return }
-        let rowBytes = Int(rect.width) * 4
-        let rows = Int(rect.height)
-        // The last byte read: offset + (rows-1)*stride + rowBytes, in UInt64 so no guest value overflows it.
-        let (lastRow, o1) = UInt64(rows - 1).multipliedReportingOverflow(by: UInt64(r.stride))
-        let (end0, o2) = offset.addingReportingOverflow(lastRow)
-        let (end, o3) = end0.addingReportingOverflow(UInt64(rowBytes))
-        guard !o1, !o2, !o3, end <= r.backingLength else {
-            throw GPUError(code: VirtioGPU.Response.errInvalidParameter,
-                           reason: "rectangle \(rect) at offset \(offset) reads past the \(r.backingLength)-byte backing of resource \(id)")
-        }
-        let order = VirtioGPU.byteOrder(format: r.format)!
-        let native = order.b == 0 && order.g == 1 && order.r == 2 && order.a == 3
-        // Each row goes through `scratch` and is compared with what the resource
-        // holds, so the dirty box covers only pixels that really changed.
-        var x0 = Int.max, x1 = -1, y0 = Int.max, y1 = -1
-        let width = Int(rect.width)
-        for row in 0..<rows {
-            let src = offset + UInt64(row) * UInt64(r.stride)
-            let dst = r.pixels + (Int(rect.y) + row) * r.stride + Int(rect.x) * 4
-            try copyFromBacking(r, offset: src, count: rowBytes, to: scratch, memory: memory)
-            if !native { Self.convertToBGRX(scratch, pixels: width, order: order) }
-            guard memcmp(scratch, dst, rowBytes) != 0 else { continue }
-            let new = scratch.assumingMemoryBound(to: UInt32.self), old = dst.assumingMemoryBound(to: UInt32.self)
-            var first = 0
-            while new[first] == old[first] { first += 1 }
-            var last = width - 1
-            while new[last] == old[last] { last -= 1 }
-            dst.copyMemory(from: scratch, byteCount: rowBytes)
-            x0 = min(x0, first)
-            x1 = max(x1, last)
-            y0 = min(y0, row)
-            y1 = max(y1, row)
-        }
-        if x1 >= 0 {
-            let changed = GPURect(x: rect.x + UInt32(x0), y: rect.y + UInt32(y0), width: UInt32(x1 - x0 + 1),
-                                  height: UInt32(y1 - y0 + 1))
-            r.dirty = r.dirty.map { $0.union(changed) } ?? changed
-        }
-        stats.transfers += 1
-        stats.bytesTransferred += rows * rowBytes
-    }
-
-    /// Reorders pixels in place into B,G,R,X.
-    static func convertToBGRX(_ p: UnsafeMutableRawPointer, pixels: Int, order: (b: Int, g: Int, r: Int, a: Int)) {
-        let bytes = p.assumingMemoryBound(to: UInt8.self)
-        for i in 0..<pixels {
-            let px = bytes + 4 * i
-            let b = px[order.b], g = px[order.g], r = px[order.r], a = px[order.a]
-            px[0] = b
-            px[1] = g
-            px[2] = r
-            px[3] = a
-        }
-    }
-
-    /// Copies `count` bytes of the backing from `offset` (checked against backingLength by the caller).
-    private func copyFromBacking(_ r: Resource, offset: UInt64, count: Int, to dst: UnsafeMutableRawPointer,
-                                 memory: GuestMemory) throws(GPUError) {
-        guard let entries = r.backing else { return }
-        // The last entry starting at or before offset.
-        var lo = 0, hi = entries.count - 1
-        while lo < hi {
-            let mid = (lo + hi + 1) / 2
-            if r.backingStarts[mid] <= offset { lo = mid } else { hi = mid - 1 }
-        }
-        var i = lo
-        var at = offset - r.backingStarts[i]
-        var done = 0
-        while done < count {
-            guard i < entries.count else {
-                throw GPUError(code: VirtioGPU.Response.errInvalidParameter, reason: "read past the backing")
-            }
-            let e = entries[i]
-            let available = Int(UInt64(e.length) - min(at, UInt64(e.length)))
-            let n = min(available, count - done)
-            if n > 0 {
-                do {
-                    try memory.copyBytes(at: GuestAddress(e.address.raw + at), count: n, to: dst + done)
-                } catch {
-                    // The entry was checked at attach; guest memory changed since (a new memory table).
-                    throw GPUError(code: VirtioGPU.Response.errInvalidParameter, reason: "backing entry \(i): \(error)")
-                }
-                done += n
-            }
-            i += 1
-            at = 0
-        }
-    }
-
-    private func attachBacking(id: UInt32, count: UInt32, chain: DescriptorChain, memory: GuestMemory) throws(GPUError) {
-        let r = try resource(id)
-        guard r.backing == nil else {
-            throw GPUError(code: VirtioGPU.Response.errUnspec, reason: "resource \(id) already has backing")
-        }
-        guard count > 0, count <= UInt32(Self.maxBackingEntries) else {
-            throw GPUError(code: VirtioGPU.Response.errInvalidParameter, reason: "\(count) backing entries")
-        }
-        let fixed = VirtioGPU.requestSize(VirtioGPU.Command.resourceAttachBacking)!
-        let size = fixed + Int(count) * VirtioGPU.memEntrySize
-        guard let bytes = try? chain.read(memory: memory, limit: size), bytes.count == size else {
-            throw GPUError(code: VirtioGPU.Response.errInvalidParameter, reason: "request too short for \(count) entries")
-        }
-        let w = WireReader(bytes: bytes)
-        var entries: [BackingEntry] = []
-        var starts: [UInt64] = []
-        entries.reserveCapacity(Int(count))
-        var total: UInt64 = 0
-        for k in 0..<Int(count) {
-            let at = fixed + k * VirtioGPU.memEntrySize
-            let address = GuestAddress(w.u64(at))
-            let length = w.u32(at + 8)
-            guard memory.contains(address, count: UInt64(length)) else {
-                throw GPUError(code: VirtioGPU.Response.errInvalidParameter,
-                               reason: "backing entry \(k) \(address)+\(length) is outside guest memory")
-            }
-            starts.append(total)
-            entries.append(BackingEntry(address: address, length: length))
-            total += UInt64(length)
-        }
-        r.backing = entries
-        r.backingStarts = starts
-        r.backingLength = total
-    }
-
-    private func detachBacking(id: UInt32) throws(GPUError) {
-        let r = try resource(id)
-        guard r.backing != nil else {
-            throw GPUError(code: VirtioGPU.Response.errUnspec, reason: "resource \(id) has no backing")
-        }
-        r.backing = nil
-        r.backingStarts = []
-        r.backingLength = 0
-    }
-
     // MARK: - Cursor
 
-    private func handleCursor(_ c: WireReader) {
+    func handleCursor(_ c: WireReader) {
         stats.cursorCommands += 1
         let h = VirtioGPU.headerSize
         let type = c.u32(0)
@@ -630,7 +378,7 @@ public final class VirtioGPUDevice: VirtioDeviceBackend, VhostUserDeviceRequests
         }
     }
 
-    private func refreshStats() {
+    func refreshStats() {
         stats.resources = resources.count
         stats.hostBytes = hostBytes
         stats.scanoutWidth = scanoutResource == nil ? 0 : Int(scanoutRect.width)

@@ -5,8 +5,6 @@ public struct DBusMessage: Sendable, Equatable {
         case methodCall = 1, methodReturn = 2, error = 3, signal = 4
     }
 
-    /// NO_REPLY_EXPECTED.
-    public static let noReplyExpected: UInt8 = 0x1
     /// The specification's limit on a whole message.
     public static let maxSize = 128 << 20
 
@@ -42,13 +40,6 @@ public struct DBusMessage: Sendable, Equatable {
     }
 
     public var bodySignature: String { body.map(\.signature).joined() }
-
-    /// The error's text, for an error reply whose first argument is a string.
-    public var errorText: String? {
-        guard kind == .error else { return nil }
-        let text = body.first?.stringValue
-        return [errorName, text].compactMap { $0 }.joined(separator: ": ")
-    }
 
     public func encode() -> [UInt8] {
         var fields: [DBusValue] = []

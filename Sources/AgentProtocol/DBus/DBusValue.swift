@@ -56,13 +56,6 @@ public indirect enum DBusValue: Sendable, Equatable {
         }
     }
 
-    public var boolValue: Bool? {
-        switch self {
-        case .boolean(let v): return v
-        case .variant(let v): return v.boolValue
-        default: return nil
-        }
-    }
 }
 
 public enum DBusError: Error, Equatable, Sendable, CustomStringConvertible {

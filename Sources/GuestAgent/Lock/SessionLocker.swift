@@ -66,10 +66,8 @@ enum SessionLocker {
                 guard let id = f[0].stringValue, let uid = f[1].uint32Value, let user = f[2].stringValue,
                       let seat = f[3].stringValue, let path = f[4].stringValue
                 else { continue }
-                func text(_ name: String) -> String {
-                    ((try? bus.property(destination: logind, path: path, interface: sessionInterface, name: name)) ?? nil)?
-                        .stringValue ?? ""
-                }
+                let properties = (try? bus.properties(destination: logind, path: path, interface: sessionInterface)) ?? [:]
+                func text(_ name: String) -> String { properties[name]?.stringValue ?? "" }
                 let session = Session(id: id, uid: uid, user: user, seat: seat, sessionClass: text("Class"),
                                       type: text("Type"), tty: text("TTY"))
                 guard shouldLock(session) else { continue }

@@ -85,18 +85,14 @@ final class SystemBus {
         }
     }
 
-    private static func nowMs() -> Int64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
-    }
+    private static func nowMs() -> Int64 { Int64(EventLoop.now()) }
 
     private func authenticate() throws(Failure) {
         try send(DBusAuth.start(uid: getuid()))
         let deadline = Self.nowMs() + Int64(timeoutMs)
         while !buffer.contains(0x0A) { try readMore(until: deadline, what: "authentication") }
         let end = buffer.firstIndex(of: 0x0A)!
-        let line = String(decoding: buffer[..<end], as: UTF8.self).trimmingCharacters(in: ["\r"])
+        let line = String(decoding: buffer[..<end], as: UTF8.self).trimmingSpaces()
         buffer.removeFirst(end + 1)
         guard case .ok = DBusAuth.parse(line) else { throw .protocolError("authentication refused: \(line)") }
         try send(DBusAuth.begin)
@@ -130,19 +126,16 @@ final class SystemBus {
         }
     }
 
-    /// org.freedesktop.DBus.Properties.Get, unwrapped from its variant.
-    func property(destination: String, path: String, interface: String, name: String) throws(Failure) -> DBusValue? {
+    /// org.freedesktop.DBus.Properties.GetAll: one round trip for all of an
+    /// object's properties, unwrapped from their variants.
+    func properties(destination: String, path: String, interface: String) throws(Failure) -> [String: DBusValue] {
         let reply = try call(destination: destination, path: path, interface: "org.freedesktop.DBus.Properties",
-                             member: "Get", [.string(interface), .string(name)])
-        guard case .variant(let value)? = reply.body.first else { return nil }
-        return value
-    }
-}
-
-private extension String {
-    func trimmingCharacters(in set: Set<Character>) -> String {
-        var s = Substring(self)
-        while let last = s.last, set.contains(last) { s = s.dropLast() }
-        return String(s)
+                             member: "GetAll", [.string(interface)])
+        guard case .array(_, let entries)? = reply.body.first else { return [:] }
+        var out: [String: DBusValue] = [:]
+        for case .dictEntry(let key, .variant(let value)) in entries {
+            if let name = key.stringValue { out[name] = value }
+        }
+        return out
     }
 }
