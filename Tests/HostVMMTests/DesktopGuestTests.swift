@@ -217,7 +217,10 @@ import Testing
         }
         #expect(locker == true, "session-locker.service is not active")
         let locked = Self.poll(60) { () -> Bool? in
-            guard let r = try? vm.guestRun("loginctl lock-sessions && sleep 1 && loginctl show-session \(id) -p LockedHint --value"),
+            // After each Lock, the hint is polled in the guest for up to 2 s (bounded; no event reaches the host).
+            let check = "[ \"$(loginctl show-session \(id) -p LockedHint --value)\" = yes ]"
+            guard let r = try? vm.guestRun("loginctl lock-sessions; for i in $(seq 20); do \(check) && break; sleep 0.1; done; "
+                                           + "loginctl show-session \(id) -p LockedHint --value"),
                   r.output.split(separator: "\n").last == "yes" else { return nil }
             return true
         }
