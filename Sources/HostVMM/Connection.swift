@@ -1,4 +1,5 @@
 import AgentProtocol
+import CLinuxSupport
 import LinuxSystem
 #if canImport(Glibc)
 import Glibc
@@ -16,6 +17,8 @@ final class LineConnection {
     private(set) var isClosed = false
 
     var onOutput: (LineFramer.Output) -> Void = { _ in }
+    /// Set for a connection that is not line-framed (the D-Bus console): bytes as they come.
+    var onBytes: (([UInt8]) -> Void)?
     /// Called once, when the peer closes or the socket fails.
     var onClose: () -> Void = {}
 
@@ -49,6 +52,21 @@ final class LineConnection {
         send(bytes)
     }
 
+    /// Sends `bytes` with `descriptor` attached (SCM_RIGHTS), as QMP's `getfd` wants it.
+    /// Only when nothing else is queued, so the bytes cannot overtake earlier ones;
+    /// false if that, or the send, failed (the caller still owns `descriptor`).
+    func send(_ bytes: [UInt8], passing descriptor: Int32) -> Bool {
+        flush()
+        guard !isClosed, outbox.isEmpty else { return false }
+        var fds = [descriptor]
+        let n = bytes.withUnsafeBytes { raw in
+            Syscall.retrying { clinux_send_with_fds(fd, raw.baseAddress, raw.count, &fds, 1) }
+        }
+        guard n > 0 else { return false }
+        if n < bytes.count { send(Array(bytes[n...])) }  // the descriptor went with the first byte
+        return true
+    }
+
     /// Forgets a half-received line (after a timeout, say).
     func resetFraming() { framer.reset() }
 
@@ -80,6 +98,10 @@ final class LineConnection {
         guard !isClosed, events.contains(.read) || events.contains(.hangup) || events.contains(.error) else { return }
         switch Syscall.readSome(fd: fd) {
         case .data(let bytes):
+            if let onBytes {
+                onBytes(bytes)
+                return
+            }
             for output in framer.feed(bytes) {
                 onOutput(output)
                 if isClosed { return }

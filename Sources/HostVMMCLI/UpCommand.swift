@@ -165,6 +165,13 @@ struct UpCommand: ParsableCommand {
         config.acpi = !noACPI
         config.inputs = inputs
         config.display = display
+        if display {
+            config.displayConsole = qemuBinary.hasDBusDisplay()
+            say(config.displayConsole
+                ? "display: a client's window size reaches the running guest (through QEMU's D-Bus display)"
+                : "display: QEMU has no D-Bus display (Debian package \(QEMUBinary.dbusDisplayPackage)); "
+                    + "a client's window size reaches the guest only at its next display probe (reboot)")
+        }
         if noSpice {
             config.spice = nil
         } else {

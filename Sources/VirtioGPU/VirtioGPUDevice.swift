@@ -35,8 +35,10 @@ public protocol VirtioGPUDisplaySink: AnyObject {
 /// vhost-user-gpu frontend the device cannot tell the guest that the size
 /// changed: QEMU keeps events_read itself (its get_config overwrites ours) and
 /// answers VHOST_USER_BACKEND_CONFIG_CHANGE_MSG with "unhandled backend config
-/// change" (hw/display/vhost-user-gpu.c). `preferredSize` therefore takes
-/// effect at the guest's next GET_DISPLAY_INFO (its next probe).
+/// change" (hw/display/vhost-user-gpu.c). `preferredSize` takes effect at the
+/// guest's next GET_DISPLAY_INFO: hostvmm makes QEMU raise the display event
+/// through its D-Bus console (HostVMM's QEMUDisplayConsole), or it waits for
+/// the guest's next probe.
 ///
 /// Threading: one thread (the backend's loop), like every VirtioCore device.
 public final class VirtioGPUDevice: VirtioDeviceBackend, VhostUserDeviceRequests {
@@ -116,7 +118,8 @@ public final class VirtioGPUDevice: VirtioDeviceBackend, VhostUserDeviceRequests
     public var onLog: (String) -> Void = { _ in }
     public let maxHostBytes: Int
     /// What GET_DISPLAY_INFO reports for scanout 0.
-    public var preferredSize: (width: Int, height: Int) = (1024, 768)
+    public var preferredSize: (width: Int, height: Int) = defaultSize
+    public static let defaultSize = (width: 1024, height: 768)
     public internal(set) var stats = Stats()
 
     var queues: VirtioQueueAccess?

@@ -2,7 +2,34 @@
 /// preferred (and native) mode is `width` x `height` at 60 Hz: header, vendor
 /// "HVM", digital 8-bit input, sRGB, one detailed timing with CVT reduced-
 /// blanking-like margins, a monitor name, range limits. No extensions.
+///
+/// The common modes smaller than the preferred one are listed too (established
+/// and standard timings). They matter when a client's window grows: the guest's
+/// fbdev console cannot grow its framebuffer, so its re-probe keeps only modes
+/// that fit the one it has; with the preferred mode alone it would find none and
+/// switch the screen off. A compositor still sees the new preferred mode.
 public enum VirtioGPUEDID {
+    /// Established timings I and II (bytes 35-36): 640x480, 800x600, 1024x768 at 60 Hz.
+    static let established: [(width: Int, height: Int, byte: Int, bit: UInt8)] = [
+        (640, 480, 35, 0x20), (800, 600, 35, 0x01), (1024, 768, 36, 0x08),
+    ]
+    /// Standard timings offered, largest first; the aspect code is EDID 1.4's
+    /// (0 = 16:10, 1 = 4:3, 2 = 5:4, 3 = 16:9).
+    static let standard: [(width: Int, height: Int, aspect: UInt8)] = [
+        (1920, 1200, 0), (1920, 1080, 3), (1680, 1050, 0), (1600, 900, 3), (1440, 900, 0),
+        (1280, 1024, 2), (1280, 960, 1), (1280, 800, 0), (1280, 720, 3), (1152, 864, 1),
+    ]
+
+    /// The smaller modes the block lists besides the preferred one: established, then standard (8 slots).
+    static func smallerModes(width: Int, height: Int)
+        -> (established: ArraySlice<(width: Int, height: Int, byte: Int, bit: UInt8)>,
+            standard: ArraySlice<(width: Int, height: Int, aspect: UInt8)>)
+    {
+        func fits(_ w: Int, _ h: Int) -> Bool { w <= width && h <= height && !(w == width && h == height) }
+        return (established.filter { fits($0.width, $0.height) }[...],
+                standard.filter { fits($0.width, $0.height) }.prefix(8))
+    }
+
     public static func block(width: Int, height: Int, name: String = "hostvmm") -> [UInt8] {
         var e = [UInt8](repeating: 0, count: 128)
         e.replaceSubrange(0..<8, with: [0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x00])
@@ -23,9 +50,17 @@ public enum VirtioGPUEDID {
         e[24] = 0x06  // RGB 4:4:4, sRGB default, preferred timing is native
         // sRGB chromaticity coordinates.
         e.replaceSubrange(25..<35, with: [0xEE, 0x91, 0xA3, 0x54, 0x4C, 0x99, 0x26, 0x0F, 0x50, 0x54])
-        for i in stride(from: 38, to: 54, by: 2) {  // no standard timings
-            e[i] = 0x01
-            e[i + 1] = 0x01
+        let (establishedModes, standardModes) = smallerModes(width: width, height: height)
+        for mode in establishedModes { e[mode.byte] |= mode.bit }
+        for (slot, i) in stride(from: 38, to: 54, by: 2).enumerated() {
+            guard slot < standardModes.count else {
+                e[i] = 0x01  // unused
+                e[i + 1] = 0x01
+                continue
+            }
+            let mode = standardModes[standardModes.startIndex + slot]
+            e[i] = UInt8(mode.width / 8 - 31)
+            e[i + 1] = mode.aspect << 6  // refresh 60 Hz: 60 - 60 in the low six bits
         }
         var at = 54
         if let dtd = detailedTiming(width: width, height: height, widthMM: widthMM, heightMM: heightMM) {

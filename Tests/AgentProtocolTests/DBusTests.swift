@@ -36,6 +36,20 @@ import Testing
         #expect(reply.body == [sessions])
     }
 
+    /// QEMU's Console.SetUIInfo(qqiiuu) without a destination (peer to peer), as GLib writes it:
+    /// 16-bit values align to 2, so the body is 20 bytes.
+    @Test func sixteenBitValuesAndNoDestination() throws {
+        let glibSetUIInfo = "6c01000114000000050000007200000001016f001c0000002f6f72672f71656d752f446973706c6179312f436f6e736f6c655f300000000002017300190000006f72672e71656d752e446973706c6179312e436f6e736f6c65000000000000000801670006717169697575000000000003017300090000005365745549496e666f000000000000000a001400fdffffff040000000005000020030000"
+        let call = DBusMessage.methodCall(serial: 5, destination: nil, path: "/org/qemu/Display1/Console_0",
+                                          interface: "org.qemu.Display1.Console", member: "SetUIInfo",
+                                          [.uint16(10), .uint16(20), .int32(-3), .int32(4), .uint32(1280), .uint32(800)])
+        let glib = bytes(glibSetUIInfo)
+        #expect(try DBusMessage.decode(glib[...])?.0 == call)
+        let ours = call.encode()
+        #expect(Array(ours.suffix(20)) == Array(glib.suffix(20)), "the body")
+        #expect(try DBusMessage.decode(ours[...])?.0 == call)
+    }
+
     @Test func roundTripsAndWaitsForTheWholeMessage() throws {
         var reply = DBusMessage(kind: .methodReturn, serial: 3, body: [sessions, .variant(.boolean(true)), .uint64(1 << 40)])
         reply.replySerial = 2

@@ -41,6 +41,17 @@ import Testing
         return try JSONParser.parse(r.output)
     }
 
+    /// Polls `hostvmm display` until `done` holds or `timeout` passes; returns the last answer.
+    func waitForDisplay(_ vm: BootedVM, timeout: TimeInterval, until done: (JSONValue) -> Bool) throws -> JSONValue {
+        let deadline = Date().addingTimeInterval(timeout)
+        var info = try display(vm)
+        while !done(info) && Date() < deadline {
+            Thread.sleep(forTimeInterval: 0.25)
+            info = try display(vm)
+        }
+        return info
+    }
+
     func screenshot(_ vm: BootedVM, port: Int, password: String) throws -> PPMImage {
         let path = "\(vm.stateRoot)/shot.ppm"
         try? FileManager.default.removeItem(atPath: path)
@@ -71,12 +82,7 @@ import Testing
         let password = try String(contentsOfFile: passwordFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
 
         // 1. The guest driver bound, set a 1024x768 scanout, and fb0 exists with that size.
-        var info = try display(vm)
-        let deadline = Date().addingTimeInterval(60)
-        while info["scanout"]?["width"]?.int64Value != Int64(Self.width) && Date() < deadline {
-            Thread.sleep(forTimeInterval: 0.5)
-            info = try display(vm)
-        }
+        var info = try waitForDisplay(vm, timeout: 60) { $0["scanout"]?["width"]?.int64Value == Int64(Self.width) }
         #expect(info["connected"] == .bool(true))
         #expect(info["scanout"]?["width"]?.int64Value == Int64(Self.width))
         #expect(info["scanout"]?["height"]?.int64Value == Int64(Self.height))
@@ -161,12 +167,7 @@ import Testing
         let armed = try vm.cli(["display", vm.name, "--debug-corrupt", "9"])
         #expect(armed.output.contains("\"armed\": 9"), "hook: \(armed.output)")
         _ = try vm.guestRun("for i in 1 2 3 4 5 6 7 8 9 10 11 12; do echo hostile $i > /dev/tty0; sleep 0.2; done")
-        let errDeadline = Date().addingTimeInterval(30)
-        info = try display(vm)
-        while (info["errors"]?.int64Value ?? 0) < 9 && Date() < errDeadline {
-            Thread.sleep(forTimeInterval: 0.5)
-            info = try display(vm)
-        }
+        info = try waitForDisplay(vm, timeout: 30) { ($0["errors"]?.int64Value ?? 0) >= 9 }
         #expect(info["errors"]?.int64Value == 9, "display: \(JSONWriter.string(info))")
         let lastError = info["last-error"]?.stringValue ?? ""
         #expect(lastError.contains("ERR_INVALID_PARAMETER") || lastError.contains("ERR_INVALID_RESOURCE_ID"), "\(lastError)")
@@ -179,26 +180,57 @@ import Testing
         #expect(try vm.cli(["ping", vm.name]).status == 0)
         #expect(try display(vm)["broken"] == nil)
 
-        // 6. A client asks for 1280x800 (spice-gtk's monitors config, through the agent channel).
-        //    The guest cannot be told at once (vhost-user-gpu has no config-change path for a
-        //    backend), so it gets the size at its next probe: after a reboot the scanout and
-        //    the SPICE primary are 1280x800.
+        // 6. A client's window size reaches the running guest (spice-gtk's monitors config ->
+        //    our backend's display info and EDID; QEMU's D-Bus console raises the display event).
         let client = "\(TestEnvironment.packageRoot)/Tests/HostVMMTests/Clients/spice_devices.py"
         let uri = "spice://127.0.0.1?port=\(port)&password=\(password)"
-        let sent = try runCommand("/usr/bin/python3", [client, uri, "monitors", "1280", "800"], timeout: 60)
-        #expect(sent.output.contains("sent"), "client: \(sent.output)")
-        info = try display(vm)
-        #expect(info["preferred"]?["width"]?.int64Value == 1280 && info["preferred"]?["height"]?.int64Value == 800,
-                "display: \(JSONWriter.string(info)); client: \(sent.output)")
+        func askForSize(_ width: Int, _ height: Int, signalled: Int) throws {
+            let sent = try runCommand("/usr/bin/python3", [client, uri, "monitors", String(width), String(height)], timeout: 60)
+            #expect(sent.output.contains("sent"), "client: \(sent.output)")
+            info = try waitForDisplay(vm, timeout: 30) { $0["resizes-signalled"]?.int64Value == Int64(signalled) }
+            #expect(info["preferred"]?["width"]?.int64Value == Int64(width) && info["preferred"]?["height"]?.int64Value == Int64(height),
+                    "display: \(JSONWriter.string(info)); client: \(sent.output)")
+            #expect(info["resizes-signalled"]?.int64Value == Int64(signalled), "display: \(JSONWriter.string(info))")
+        }
+        #expect(info["live-resize"] == .bool(true), "display: \(JSONWriter.string(info))")
+        // 6a. Larger: the connector's preferred mode becomes 1280x800 ("detect" re-probes without
+        //     fbdev's limit). The console keeps 1024x768: fbdev cannot grow its framebuffer, and
+        //     the EDID's smaller modes give it one that fits instead of a dark screen.
+        try askForSize(1280, 800, signalled: 1)
+        let connector = "/sys/class/drm/card0-Virtual-1"
+        var modes = ""
+        let modesDeadline = Date().addingTimeInterval(30)
+        repeat {
+            modes = try vm.guestRun("echo detect > \(connector)/status; cat \(connector)/modes").output
+            if modes.hasPrefix("1280x800\n") { break }
+            Thread.sleep(forTimeInterval: 0.5)
+        } while Date() < modesDeadline
+        #expect(modes.hasPrefix("1280x800\n") && modes.contains("1024x768"), "connector modes: \(modes)")
+        #expect(try vm.guestRun("cat \(connector)/enabled").output.hasPrefix("enabled"))
+        // The modeset leaves the scanout off until the console next draws (6.12's virtio_gpu
+        // sets it again at the first plane update after a modeset); the SPICE client keeps
+        // the last picture meanwhile. The cursor blink is off, so draw.
+        _ = try vm.guestRun("echo resized > /dev/tty0")
+        info = try waitForDisplay(vm, timeout: 30) { $0["scanout"]?["width"]?.int64Value == Int64(Self.width) }
+        let guestView = try vm.guestRun("cat \(connector)/modes \(connector)/enabled \(connector)/dpms").output
+        #expect(info["scanout"]?["width"]?.int64Value == Int64(Self.width) && info["scanout"]?["height"]?.int64Value == Int64(Self.height),
+                "display: \(JSONWriter.string(info)); guest: \(guestView)")
+        // 6b. Smaller: the console switches to 800x600 at once, and so does the client's primary surface.
+        try askForSize(800, 600, signalled: 2)
+        info = try waitForDisplay(vm, timeout: 30) { $0["scanout"]?["width"]?.int64Value == 800 }
+        #expect(info["scanout"]?["width"]?.int64Value == 800 && info["scanout"]?["height"]?.int64Value == 600,
+                "display: \(JSONWriter.string(info))")
+        #expect(info["spice"]?["width"]?.int64Value == 800 && info["spice"]?["height"]?.int64Value == 600)
+        let small = try screenshot(vm, port: port, password: password)
+        #expect(small.width == 800 && small.height == 600)
+        #expect(try vm.cli(["ping", vm.name]).status == 0)
+
+        // 7. A fresh boot takes the size the client asked for last: fbdev allocates 1280x800.
+        try askForSize(1280, 800, signalled: 3)
         let reboot = try vm.cli(["shutdown", vm.name, "--reboot"])
         #expect(reboot.status == 0, "reboot: \(reboot.output)")
         #expect(vm.waitForOccurrence("agent ready after", count: 2, timeout: BootedVM.bootTimeout))
-        let resizeDeadline = Date().addingTimeInterval(60)
-        info = try display(vm)
-        while info["scanout"]?["width"]?.int64Value != 1280 && Date() < resizeDeadline {
-            Thread.sleep(forTimeInterval: 0.5)
-            info = try display(vm)
-        }
+        info = try waitForDisplay(vm, timeout: 60) { $0["scanout"]?["width"]?.int64Value == 1280 }
         #expect(info["scanout"]?["width"]?.int64Value == 1280 && info["scanout"]?["height"]?.int64Value == 800,
                 "display after reboot: \(JSONWriter.string(info))")
         #expect(info["spice"]?["width"]?.int64Value == 1280 && info["spice"]?["height"]?.int64Value == 800)

@@ -2,14 +2,17 @@ import AgentProtocol
 import Foundation
 import Testing
 
-/// SPICE's inputs channel joined to the virtio keyboard: a real spice-gtk
-/// client's key presses arrive in the guest's evdev as Linux key events,
-/// through hostvmm's SpiceInputs and our vhost-user virtio-input backend.
+/// SPICE's inputs channel joined to the virtio keyboard and tablet: a real
+/// spice-gtk client's key presses, pointer moves and clicks arrive in the
+/// guest's evdev as Linux input events, through hostvmm's SpiceInputs and our
+/// vhost-user virtio-input backends.
 @Suite(.serialized, .timeLimit(.minutes(10))) struct SpiceInputsEndToEndTests {
     static let devicesClient = "\(TestEnvironment.packageRoot)/Tests/HostVMMTests/Clients/spice_devices.py"
 
     @Test func clientKeysArriveInTheGuestsEvdev() throws {
-        let vm = try BootedVM(name: "e2e-spicekeys", options: ["--inputs"])
+        // --display too: spice-server offers client mouse mode (absolute positions) only
+        // with a primary surface.
+        let vm = try BootedVM(name: "e2e-spicekeys", options: ["--inputs", "--display"])
         let devices = try vm.guestRun("cat /proc/bus/input/devices").output
         let keyboard = try #require(InputEndToEndTests.findDevice(devices, "hostvmm virtio keyboard"), "\(devices)")
         // Four key events and their SYN_REPORTs; the reader runs in the guest's background.
@@ -23,6 +26,17 @@ import Testing
         let keys = events.filter { $0.type == 1 }.map { "\($0.code):\($0.value)" }
         // KEY_A = 30, KEY_Z = 44: press then release, in order.
         #expect(keys == ["30:1", "30:0", "44:1", "44:0"], "guest events: \(events)")
+
+        // The pointer: (512, 384) on the 1024x768 screen, then a left click.
+        let tablet = try #require(InputEndToEndTests.findDevice(devices, "hostvmm virtio tablet"), "\(devices)")
+        _ = try vm.guestRun("dd if=/dev/input/\(tablet.event) of=/tmp/spicepointer.bin bs=24 count=7 2>/dev/null &")
+        let pointer = try runCommand("/usr/bin/python3", [Self.devicesClient, uri, "pointer", "512", "384"], timeout: 90)
+        #expect(pointer.output.contains("pointer-sent"), "client: \(pointer.output)")
+        let moves = try InputEndToEndTests().readGuestEvents(vm, "/tmp/spicepointer.bin", count: 7)
+        let seen = moves.filter { $0.type != 0 }.map { "\($0.type):\($0.code):\($0.value)" }
+        // EV_ABS X and Y scaled to 0...32767 (512 * 32767 / 1023, 384 * 32767 / 767), then
+        // EV_KEY BTN_LEFT (0x110) press and release; SYN_REPORTs in between.
+        #expect(seen == ["3:0:16399", "3:1:16404", "1:272:1", "1:272:0"], "guest events: \(moves)")
         _ = try vm.cli(["down", vm.name])
         #expect(vm.upExitCode() == 0)
     }

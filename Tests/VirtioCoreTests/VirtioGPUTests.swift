@@ -187,6 +187,29 @@ final class TestGPUDriver {
         #expect(big.count == 128 && big.reduce(0) { ($0 + Int($1)) & 0xff } == 0)
     }
 
+    /// The smaller common modes ride along, so a guest console whose framebuffer
+    /// cannot grow still finds a mode after the window grows.
+    @Test func edidListsTheSmallerCommonModes() {
+        /// "WIDTH/ASPECT" of each used standard timing slot.
+        func standardTimings(_ e: [UInt8]) -> [String] {
+            var out: [String] = []
+            for i in stride(from: 38, to: 54, by: 2) where !(e[i] == 1 && e[i + 1] == 1) {
+                let width = (Int(e[i]) + 31) * 8
+                out.append("\(width)/\(e[i + 1] >> 6)")
+            }
+            return out
+        }
+        let e = VirtioGPUEDID.block(width: 1280, height: 800)
+        #expect(e[35] == 0x21 && e[36] == 0x08, "640x480, 800x600 and 1024x768 established")
+        // 1280x720 (16:9) and 1152x864? No: 864 > 800. 1280x800 is the preferred mode itself.
+        #expect(standardTimings(e) == ["1280/3"])
+        let small = VirtioGPUEDID.block(width: 800, height: 600)
+        #expect(small[35] == 0x20 && small[36] == 0 && standardTimings(small).isEmpty)
+        let wide = VirtioGPUEDID.block(width: 2560, height: 1600)
+        #expect(standardTimings(wide).count == 8 && standardTimings(wide).first == "1920/0")
+        for block in [e, small, wide] { #expect(block.reduce(0) { ($0 + Int($1)) & 0xff } == 0) }
+    }
+
     /// A 64x32 resource whose backing is two scatter-gather entries in different places.
     func paintedResource(_ d: TestGPUDriver, format: UInt32 = 2) -> (w: Int, h: Int) {
         let w = 64, h = 32

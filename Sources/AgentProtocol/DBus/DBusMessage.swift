@@ -32,7 +32,7 @@ public struct DBusMessage: Sendable, Equatable {
         self.body = body
     }
 
-    public static func methodCall(serial: UInt32, destination: String, path: String, interface: String,
+    public static func methodCall(serial: UInt32, destination: String?, path: String, interface: String,
                                   member: String, _ arguments: [DBusValue] = []) -> DBusMessage
     {
         DBusMessage(kind: .methodCall, serial: serial, path: path, interface: interface, member: member,

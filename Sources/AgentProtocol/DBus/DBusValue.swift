@@ -7,6 +7,8 @@
 public indirect enum DBusValue: Sendable, Equatable {
     case byte(UInt8)
     case boolean(Bool)
+    case int16(Int16)
+    case uint16(UInt16)
     case int32(Int32)
     case uint32(UInt32)
     case int64(Int64)
@@ -25,6 +27,8 @@ public indirect enum DBusValue: Sendable, Equatable {
         switch self {
         case .byte: return "y"
         case .boolean: return "b"
+        case .int16: return "n"
+        case .uint16: return "q"
         case .int32: return "i"
         case .uint32: return "u"
         case .int64: return "x"
@@ -80,6 +84,11 @@ struct DBusWriter {
         while bytes.count % alignment != 0 { bytes.append(0) }
     }
 
+    mutating func u16(_ v: UInt16) {
+        pad(to: 2)
+        bytes.appendLE(v)
+    }
+
     mutating func u32(_ v: UInt32) {
         pad(to: 4)
         bytes.appendLE(v)
@@ -95,6 +104,8 @@ struct DBusWriter {
         switch value {
         case .byte(let b): bytes.append(b)
         case .boolean(let b): u32(b ? 1 : 0)
+        case .int16(let v): u16(UInt16(bitPattern: v))
+        case .uint16(let v): u16(v)
         case .int32(let v): u32(UInt32(bitPattern: v))
         case .uint32(let v): u32(v)
         case .int64(let v): u64(UInt64(bitPattern: v))
@@ -159,6 +170,12 @@ struct DBusReader {
         return bytes[start..<start + n]
     }
 
+    mutating func u16() throws(DBusError) -> UInt16 {
+        try align(2)
+        let b = try take(2)
+        return UInt16(b[b.startIndex]) | UInt16(b[b.startIndex + 1]) << 8
+    }
+
     mutating func u32() throws(DBusError) -> UInt32 {
         try align(4)
         return LEReader(try take(4)).u32(0)!
@@ -193,6 +210,8 @@ struct DBusReader {
             let v = try u32()
             guard v <= 1 else { throw .malformed("boolean \(v)") }
             return .boolean(v == 1)
+        case "n": return .int16(Int16(bitPattern: try u16()))
+        case "q": return .uint16(try u16())
         case "i": return .int32(Int32(bitPattern: try u32()))
         case "u": return .uint32(try u32())
         case "x": return .int64(Int64(bitPattern: try u64()))
@@ -250,6 +269,7 @@ enum DBusSignature {
     static func alignment(of signature: String) -> Int {
         switch signature.first {
         case "y", "g", "v": return 1
+        case "n", "q": return 2
         case "x", "t", "d", "(", "{": return 8
         default: return 4  // b i u s o a (and h, unused)
         }

@@ -48,6 +48,17 @@ public struct QEMUBinary: Sendable {
         return QEMUBinary(path: path, version: version)
     }
 
+    /// Whether QEMU can load its D-Bus display (`ui-dbus.so`, Debian package
+    /// qemu-system-modules-opengl), which `--display` uses to pass a client's
+    /// window size to the guest (QEMUDisplayConsole). `-display help` lists the
+    /// display modules QEMU finds.
+    public func hasDBusDisplay() -> Bool {
+        guard let output = try? runCapturing([path, "-display", "help"]) else { return false }
+        return String(decoding: output, as: UTF8.self).split(separator: "\n").contains { $0 == "dbus" }
+    }
+
+    public static let dbusDisplayPackage = "qemu-system-modules-opengl"
+
     /// Parses "QEMU emulator version 10.0.2 (Debian ...)".
     public static func parseVersion(_ text: String) -> (major: Int, minor: Int, micro: Int)? {
         guard let range = text.range(of: "version ") else { return nil }

@@ -28,7 +28,9 @@ public enum QEMUCommandLine {
             config.qemuPath,
             "-name", "\(config.name),debug-threads=on",
             "-nodefaults", "-no-user-config",
-            "-display", "none",
+            // The D-Bus display only as the channel that passes window sizes (QEMUDisplayConsole);
+            // nobody watches QEMU's own copy of the screen.
+            "-display", config.display && config.displayConsole ? "dbus,p2p=yes" : "none",
             "-machine", "q35,memory-backend=ram0",
             "-object", "memory-backend-memfd,id=ram0,size=\(memMiB)M,share=on",
             "-m", "\(memMiB)M",

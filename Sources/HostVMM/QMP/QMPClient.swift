@@ -71,6 +71,25 @@ final class QMPClient {
 
     func close() { connection.close() }
 
+    /// `getfd`: hands QEMU a descriptor it then knows as `name` (for `add_client`).
+    /// Only once QMP is ready; `descriptor` stays ours to close either way.
+    func passDescriptor(_ descriptor: Int32, name: String, completion: @escaping Completion) {
+        guard phase == .ready else {
+            completion(.failure(QMPError(errorClass: "GenericError", desc: "QMP is not ready")))
+            return
+        }
+        let id = "hostvmm-\(nextID)"
+        nextID += 1
+        let msg: JSONValue = .object(["execute": "getfd", "id": .string(id), "arguments": .object(["fdname": .string(name)])])
+        var bytes = JSONWriter.encode(msg)
+        bytes.append(0x0A)
+        guard connection.send(bytes, passing: descriptor) else {
+            completion(.failure(QMPError(errorClass: "GenericError", desc: "could not pass the descriptor to QEMU")))
+            return
+        }
+        inFlight[id] = completion
+    }
+
     private func send(_ command: String, _ arguments: JSONObject, _ completion: @escaping Completion) {
         let id = "hostvmm-\(nextID)"
         nextID += 1

@@ -27,6 +27,10 @@ public struct VMConfig: Sendable {
     public var inputs = false
     /// A virtio-gpu (2D) served by hostvmm over vhost-user, shown through SPICE (--display).
     public var display = false
+    /// With `display`: QEMU runs its D-Bus display (`-display dbus,p2p=yes`) so a
+    /// client's window size reaches the running guest (QEMUDisplayConsole). Off
+    /// when QEMU lacks the module; then the size applies at the guest's next probe.
+    public var displayConsole = false
     /// nil: no SPICE server (--no-spice).
     public var spice: SpiceSetup? = SpiceSetup()
 

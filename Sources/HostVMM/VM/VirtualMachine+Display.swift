@@ -11,6 +11,10 @@ final class GPUDisplay: VirtioGPUDisplaySink {
     let backend: VhostUserBackend
     /// nil with --no-spice: the guest still gets its GPU, nobody sees it.
     let spice: SpiceDisplay?
+    /// How a client's window size reaches the running guest (nil: QEMU has no D-Bus display).
+    var console: QEMUDisplayConsole?
+    /// Sizes QEMU passed on to the guest (`hostvmm display` shows it).
+    var resizesSignalled = 0
     var log: (String) -> Void = { _ in }
 
     init(device: VirtioGPUDevice, backend: VhostUserBackend, spice: SpiceDisplay?) {
@@ -61,15 +65,21 @@ extension VirtualMachine {
         if let spice {
             let (w, h) = device.preferredSize
             let made = try SpiceDisplay(server: spice, width: w, height: h)
-            // A client's window size: what GET_DISPLAY_INFO reports from now on. QEMU's
-            // vhost-user-gpu gives a backend no way to raise VIRTIO_GPU_EVENT_DISPLAY
-            // ("unhandled backend config change"), so the guest sees it at its next probe.
+            // A client's window size: what GET_DISPLAY_INFO and the EDID report from now
+            // on; QEMU's D-Bus console then makes the guest ask (QEMUDisplayConsole).
             made.onClientMonitorsConfig = { [unowned self, weak device] monitors in
                 guard let device, let m = monitors.first, m.width >= 320, m.height >= 200, m.width <= 8192,
                     m.height <= 8192
                 else { return }
-                device.preferredSize = (Int(m.width), Int(m.height))
-                self.onLog("display: client asks for \(m.width)x\(m.height) (the guest sees it at its next display probe)")
+                let size = (width: Int(m.width), height: Int(m.height))
+                guard size != device.preferredSize else { return }  // spice-gtk repeats itself
+                device.preferredSize = size
+                if let console = self.display?.console, console.isOpen {
+                    self.onLog("display: client asks for \(size.width)x\(size.height); telling the guest")
+                    console.setSize(width: size.width, height: size.height)
+                } else {
+                    self.onLog("display: client asks for \(size.width)x\(size.height) (the guest sees it at its next display probe)")
+                }
             }
             spiceDisplay = made
         }
@@ -80,7 +90,51 @@ extension VirtualMachine {
         display = gpu
     }
 
+    /// Once QMP is up (`--display` with QEMU's D-Bus display): hands QEMU one end of
+    /// a socketpair as a D-Bus display client and keeps the other (QEMUDisplayConsole).
+    func connectDisplayConsole(_ qmp: QMPClient) {
+        guard config.displayConsole, let display, display.console?.isOpen != true else { return }
+        var pair: [Int32] = [-1, -1]
+        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0 else {
+            onLog("display: socketpair: \(FileIO.errnoText()); window sizes reach the guest at its next display probe")
+            return
+        }
+        let console: QEMUDisplayConsole
+        do { console = try QEMUDisplayConsole(fd: pair[0], loop: loop) } catch {
+            close(pair[0])
+            close(pair[1])
+            onLog("display: \(error)")
+            return
+        }
+        console.onLog = { [unowned self] line in self.onLog(line) }
+        console.onApplied = { [unowned self] width, height in
+            self.display?.resizesSignalled += 1
+            self.emit(VMEvent(name: "display-resize-signalled",
+                              data: ["width": .int(Int64(width)), "height": .int(Int64(height))]))
+        }
+        display.console = console
+        let name = "hostvmm-display"
+        qmp.passDescriptor(pair[1], name: name) { [unowned self, weak qmp] result in
+            guard case .success = result, let qmp else {
+                console.close()
+                if case .failure(let error) = result { self.onLog("display: QMP getfd: \(error)") }
+                return
+            }
+            qmp.execute("add_client", arguments: ["protocol": "@dbus-display", "fdname": .string(name)]) { result in
+                if case .failure(let error) = result {
+                    self.onLog("display: QMP add_client @dbus-display: \(error)")
+                    console.close()
+                }
+            }
+        }
+        close(pair[1])  // QEMU has its own copy once getfd's message is sent (or none if it failed)
+        // A size asked for before QEMU was there.
+        let size = display.device.preferredSize
+        if size != VirtioGPUDevice.defaultSize { console.setSize(width: size.width, height: size.height) }
+    }
+
     func stopDisplay() {
+        display?.console?.close()
         display?.backend.close()
         display?.spice?.close()
         display = nil
@@ -117,6 +171,8 @@ extension VirtualMachine {
         ]
         if let e = s.lastError { info["last-error"] = .string(e) }
         if let reason = display.backend.brokenReason { info["broken"] = .string(reason) }
+        info["live-resize"] = .bool(display.console?.isOpen == true)
+        info["resizes-signalled"] = .int(Int64(display.resizesSignalled))
         if let spice = display.spice {
             let d = spice.stats
             info["spice"] = .object(["width": .int(Int64(spice.width)), "height": .int(Int64(spice.height)),

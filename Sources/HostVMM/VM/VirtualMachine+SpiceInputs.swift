@@ -13,7 +13,6 @@ extension VirtualMachine {
         // Our guest agent injects no pointer events: with agent mouse on, the
         // client would send positions to the agent and the pointer would not move.
         spice.setAgentMouse(false)
-        var logicalSize = (width: Int32(0), height: Int32(0))
         var buttons: MouseButtons = []
         func press(_ new: MouseButtons) {
             for change in new.linuxChanges(from: buttons) { tablet.button(change.code, pressed: change.pressed) }
@@ -22,13 +21,16 @@ extension VirtualMachine {
         channel.onKey = { key in
             if key.pressed { keyboard.press(linuxKeyCode: key.code) } else { keyboard.release(linuxKeyCode: key.code) }
         }
-        channel.onTablet = { event in
+        channel.onTablet = { [unowned channel] event in
             switch event {
-            case .logicalSize(let width, let height):
-                logicalSize = (width, height)
+            case .logicalSize:
+                // Read from the channel at each position: spice-server may set it while
+                // SpiceInputs registers the tablet, before this closure exists.
+                break
             case .position(let x, let y, let newButtons):
-                tablet.move(x: Self.tabletCoordinate(x, extent: logicalSize.width),
-                            y: Self.tabletCoordinate(y, extent: logicalSize.height))
+                let size = channel.logicalSize ?? (0, 0)
+                tablet.move(x: Self.tabletCoordinate(x, extent: size.width),
+                            y: Self.tabletCoordinate(y, extent: size.height))
                 press(newButtons)
             case .wheel(let motion, let newButtons):
                 // SPICE counts wheel steps down as positive; Linux's REL_WHEEL counts up.

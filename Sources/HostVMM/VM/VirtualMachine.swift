@@ -129,6 +129,7 @@ public final class VirtualMachine {
     }
 
     private func qmpReady(_ client: QMPClient) {
+        connectDisplayConsole(client)
         client.execute("query-status") { [weak self] result in
             guard let self, case .success(let status) = result else { return }
             if status["running"]?.boolValue == true, self.phase == .starting { self.phase = .running }

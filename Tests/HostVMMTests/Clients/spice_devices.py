@@ -7,6 +7,8 @@ Usage:
                                        mouse mode and sends relative motion and a right click, "phase2"
   spice_devices.py URI keys            once the inputs channel is open: presses and releases a, then z
                                        (PC scancodes 0x1e, 0x2c), prints "keys-sent", exits 0
+  spice_devices.py URI pointer X Y     once the server offers client mouse mode: moves to (X, Y), left
+                                       click, then prints "pointer-sent", exits 0
   spice_devices.py URI monitors W H    asks for a W x H monitor (MainChannel update_display +
                                        send_monitor_config) once the agent is connected: "sent"
   spice_devices.py URI cursor          prints "cursor W H HX HY PIXEL0" for each cursor shape and
@@ -169,6 +171,17 @@ def main():
             chans["inputs"].key_press_and_release(0x2C)
             # Let the messages leave before the process ends.
             later(500, lambda: (say("keys-sent"), loop.quit()))
+        elif mode == "pointer":
+            # Client mouse mode needs the tablet and a primary surface (the VM's --display).
+            if not {"InputsChannel", "MainChannel"} <= opened or main_mode() != MOUSE_MODE_CLIENT:
+                later(100, maybe_start)
+                return
+            state["started"] = True
+            x, y = int(args[0]), int(args[1])
+            chans["inputs"].position(x, y, 0, 0)
+            chans["inputs"].button_press(BUTTON_LEFT, MASK_LEFT)
+            chans["inputs"].button_release(BUTTON_LEFT, 0)
+            later(500, lambda: (say("pointer-sent"), loop.quit()))
         elif mode == "monitors":
             if "main" not in chans:
                 return
