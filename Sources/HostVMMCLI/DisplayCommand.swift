@@ -5,7 +5,7 @@ import HostVMM
 struct DisplayCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "display",
-        abstract: "Show the virtio-gpu display of a VM started with --display (scanout size, counters, last error).")
+        abstract: "Show the virtio-gpu display of a VM (scanout size, counters, last error).")
     @OptionGroup var vm: VMSelection
     @Option(help: .hidden) var debugCorrupt: Int?
 

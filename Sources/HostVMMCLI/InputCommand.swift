@@ -5,7 +5,7 @@ import HostVMM
 struct InputCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "input",
-        abstract: "Send keyboard or tablet input to a VM started with --inputs; without an action, show the devices.",
+        abstract: "Send keyboard or tablet input to a VM (its virtio keyboard and tablet); without an action, show the devices.",
         discussion: """
             Examples: hostvmm input --key 30 (tap KEY_A); hostvmm input --key 42 --action press;
             hostvmm input --move 16384,16384; hostvmm input --button left; hostvmm input --scroll -1

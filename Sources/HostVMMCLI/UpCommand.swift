@@ -19,6 +19,10 @@ struct UpCommand: ParsableCommand {
             \(GuestImageKind.allCases.map { "  " + $0.summary }.joined(separator: "\n"))
             A desktop VM boots a copy-on-write overlay of the cached disk (disk.qcow2 in its \
             state directory), made fresh at every 'up': nothing the guest writes survives it.
+
+            The guest gets a screen, keyboard and tablet by default (--no-display, \
+            --no-inputs turn them off): our own virtio-gpu and virtio-input backends, shown \
+            and fed through the SPICE server ('hostvmm spice' prints the URI).
             """
     )
 
@@ -85,11 +89,13 @@ struct UpCommand: ParsableCommand {
     @Flag(name: .long, help: "Boot without ACPI: no power button; the guest powers off through pvpanic.")
     var noACPI = false
 
-    @Flag(name: .long, help: "Give the guest a virtio keyboard and tablet served by hostvmm (vhost-user-input).")
-    var inputs = false
+    @Flag(name: .long, inversion: .prefixedNo,
+          help: "A virtio keyboard and tablet served by hostvmm (vhost-user-input), fed by SPICE clients.")
+    var inputs = true
 
-    @Flag(name: .long, help: "Give the guest a virtio-gpu served by hostvmm (vhost-user-gpu), shown on the SPICE display.")
-    var display = false
+    @Flag(name: .long, inversion: .prefixedNo,
+          help: "A virtio-gpu served by hostvmm (vhost-user-gpu), shown on the SPICE display; a client's window size becomes the guest's mode.")
+    var display = true
 
     @Option(name: .long, help: "Crash bundles to keep (newest first).")
     var keepCrashes: Int = 5
@@ -198,8 +204,7 @@ struct UpCommand: ParsableCommand {
                     "--accel", accel, "--image", image, "--kernel", kernel, "--initrd", initrd, "--on-panic", onPanic,
                     "--keep-crashes", String(keepCrashes), "--vmcore", vmcore, "--spice", spice]
         args += noACPI ? ["--no-acpi"] : []
-        args += inputs ? ["--inputs"] : []
-        args += display ? ["--display"] : []
+        args += [inputs ? "--inputs" : "--no-inputs", display ? "--display" : "--no-display"]
         args += noSpice ? ["--no-spice"] : []
         args += spiceInsecure ? ["--spice-insecure"] : []
         for (flag, value) in [("--spice-password-file", spicePasswordFile), ("--spice-tls-cert", spiceTLSCert),

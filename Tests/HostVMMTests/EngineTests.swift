@@ -46,6 +46,28 @@ import Testing
         #expect(value(after: "-accel", containing: "tcg") != nil)
         #expect(value(after: "-display", containing: "none") != nil)
     }
+
+    /// The display's devices, and QEMU's D-Bus display only as the resize channel when QEMU has it.
+    @Test func displayAndInputs() throws {
+        var config = VMConfig(name: "t", memoryBytes: 512 << 20, cpus: 2, accelerator: .forced(.tcg),
+                              kernelPath: "/k", initrdPath: "/i", qemuPath: "/q")
+        config.display = true
+        config.inputs = true
+        let state = StateDirectory(path: "/run/hostvmm/t")
+        func args(_ c: VMConfig) -> [String] { QEMUCommandLine.arguments(config: c, state: state) }
+        let plain = args(config)
+        #expect(plain.contains("vhost-user-gpu-pci,chardev=gpu,id=gpu0,max_outputs=1,queue_reset=off"))
+        #expect(plain.filter { $0.hasPrefix("vhost-user-input-pci") }.count == 2)
+        #expect(plain[try #require(plain.firstIndex(of: "-display")) + 1] == "none")
+        #expect(plain.contains { $0.hasPrefix("console=tty0 ") })
+        config.displayConsole = true
+        let live = args(config)
+        #expect(live[try #require(live.firstIndex(of: "-display")) + 1] == "dbus,p2p=yes")
+        config.display = false
+        let none = args(config)
+        #expect(none[try #require(none.firstIndex(of: "-display")) + 1] == "none")
+        #expect(!none.contains { $0.contains("vhost-user-gpu") || $0.hasPrefix("console=tty0") })
+    }
 }
 
 @Suite struct AcceleratorTests {

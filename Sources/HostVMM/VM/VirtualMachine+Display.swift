@@ -144,7 +144,7 @@ extension VirtualMachine {
     /// flushes the guest sends are made hostile (bad resource id, rectangle or offset).
     func displayDebugCorrupt(_ args: JSONObject) -> Result<JSONValue, ControlError> {
         guard Self.testHooksEnabled else { return .failure(.commandNotFound("display-debug-corrupt")) }
-        guard let display else { return .failure(.generic("this VM has no display (start it with --display)")) }
+        guard let display else { return .failure(.generic("this VM has no display (it was started with --no-display)")) }
         let count = Int(args["count"]?.int64Value ?? 1)
         display.device.corruptNextRequests = max(0, min(count, 1000))
         return .success(.object(["armed": .int(Int64(display.device.corruptNextRequests))]))

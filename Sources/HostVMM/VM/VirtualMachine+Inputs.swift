@@ -77,7 +77,7 @@ extension VirtualMachine {
     /// `input-send` (protocol.md §2): one action on one device.
     func inputSend(_ args: JSONObject) -> Result<JSONValue, ControlError> {
         guard let name = args["device"]?.stringValue, let input = inputs[name] else {
-            return .failure(.generic(inputs.isEmpty ? "this VM has no input devices (start it with --inputs)"
+            return .failure(.generic(inputs.isEmpty ? "this VM has no input devices (it was started with --no-inputs)"
                                      : "'device' must be one of \(inputs.keys.sorted().joined(separator: ", "))"))
         }
         let d = input.device
