@@ -5,16 +5,19 @@ import HostVMM
 struct InputCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "input",
-        abstract: "Send keyboard or tablet input to a VM (its virtio keyboard and tablet); without an action, show the devices.",
+        abstract: "Send input to a VM's virtio keyboard, tablet or mouse; without an action, show the devices.",
         discussion: """
             Examples: hostvmm input --key 30 (tap KEY_A); hostvmm input --key 42 --action press;
-            hostvmm input --move 16384,16384; hostvmm input --button left; hostvmm input --scroll -1
+            hostvmm input --move 16384,16384; hostvmm input --button left; hostvmm input --scroll -1;
+            hostvmm input --motion 10,-5 (the relative mouse); --mouse sends --button/--scroll to the mouse
             """)
     @OptionGroup var vm: VMSelection
     @Option(help: "A Linux key code for the keyboard (30 = KEY_A, 58 = KEY_CAPSLOCK).") var key: Int?
     @Option(help: "What to do with --key: press, release or tap.") var action: String = "tap"
     @Option(help: "Move the tablet's pointer to X,Y (each 0-32767).") var move: String?
+    @Option(help: "Move the relative mouse by DX,DY.") var motion: String?
     @Option(help: "Press a tablet button: left, right or middle.") var button: String?
+    @Flag(help: "--button and --scroll go to the relative mouse instead of the tablet.") var mouse = false
     @Flag(help: "With --button: release it instead.") var release = false
     @Option(help: "Scroll the tablet's wheel by N clicks (positive: up).") var scroll: Int?
     @Option(help: .hidden) var debugCorrupt: String?
@@ -24,7 +27,12 @@ struct InputCommand: ParsableCommand {
         if let move, move.split(separator: ",").compactMap({ Int($0) }).count != 2 {
             throw ValidationError("--move takes X,Y")
         }
+        if let motion, motion.split(separator: ",").compactMap({ Int($0) }).count != 2 {
+            throw ValidationError("--motion takes DX,DY")
+        }
     }
+
+    private var pointer: String { mouse ? "mouse" : "tablet" }
 
     func run() {
         let client = connect(vm)
@@ -38,10 +46,13 @@ struct InputCommand: ParsableCommand {
         } else if let move {
             let xy = move.split(separator: ",").compactMap { Int64($0) }
             args = ["device": "tablet", "move": .object(["x": .int(xy[0]), "y": .int(xy[1])])]
+        } else if let motion {
+            let d = motion.split(separator: ",").compactMap { Int64($0) }
+            args = ["device": "mouse", "motion": .object(["dx": .int(d[0]), "dy": .int(d[1])])]
         } else if let button {
-            args = ["device": "tablet", "button": .string(button), "pressed": .bool(!release)]
+            args = ["device": .string(pointer), "button": .string(button), "pressed": .bool(!release)]
         } else if let scroll {
-            args = ["device": "tablet", "scroll": .int(Int64(scroll))]
+            args = ["device": .string(pointer), "scroll": .int(Int64(scroll))]
         } else {
             printJSON(execute(client, "query-inputs"))
             return

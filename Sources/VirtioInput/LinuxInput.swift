@@ -10,6 +10,8 @@ public enum LinuxInput {
 
     public static let synReport: UInt16 = 0
 
+    public static let relX: UInt16 = 0x00
+    public static let relY: UInt16 = 0x01
     public static let relHWheel: UInt16 = 0x06
     public static let relWheel: UInt16 = 0x08
     public static let absX: UInt16 = 0x00

@@ -1,6 +1,7 @@
 import VirtioCore
 
-/// A virtio-input device (virtio spec §5.8): a keyboard or an absolute tablet.
+/// A virtio-input device (virtio spec §5.8): a keyboard, an absolute tablet
+/// (SPICE's client mouse mode) or a relative mouse (server mouse mode).
 ///
 /// - eventq (queue 0, device to driver): each guest buffer receives one
 ///   `virtio_input_event`. Events are queued (at most `maxPendingEvents`; the
@@ -13,7 +14,7 @@ import VirtioCore
 /// Threading: call everything on the loop thread that runs the backend (the
 /// SPICE server's inputs callbacks run there too).
 public final class VirtioInputDevice: VirtioDeviceBackend {
-    public enum Flavour: String, Sendable { case keyboard, tablet }
+    public enum Flavour: String, Sendable, CaseIterable { case keyboard, tablet, mouse }
 
     public static let eventQueue = 0
     public static let statusQueue = 1
@@ -60,6 +61,14 @@ public final class VirtioInputDevice: VirtioDeviceBackend {
                     LinuxInput.absX: .init(min: 0, max: Self.absMax),
                     LinuxInput.absY: .init(min: 0, max: Self.absMax),
                 ])
+        case .mouse:
+            // Product 2, as QEMU's virtio-mouse.
+            config = VirtioInputConfig(
+                name: "hostvmm virtio mouse", serial: serial ?? "hostvmm-mouse", vendor: 0x1af4, product: 0x0002,
+                eventCodes: [
+                    LinuxInput.evKey: [LinuxInput.btnLeft, LinuxInput.btnRight, LinuxInput.btnMiddle],
+                    LinuxInput.evRel: [LinuxInput.relX, LinuxInput.relY, LinuxInput.relHWheel, LinuxInput.relWheel],
+                ])
         }
     }
 
@@ -98,16 +107,25 @@ public final class VirtioInputDevice: VirtioDeviceBackend {
               InputEvent(type: LinuxInput.evAbs, code: LinuxInput.absY, value: cy), .synReport])
     }
 
-    /// A tablet button (BTN_LEFT, BTN_RIGHT, BTN_MIDDLE).
+    /// Moves the mouse by (dx, dy) pixels, as the guest's pointer acceleration sees fit.
+    public func moveRelative(dx: Int32, dy: Int32) {
+        guard flavour == .mouse, dx != 0 || dy != 0 else { return }
+        var events: [InputEvent] = []
+        if dx != 0 { events.append(InputEvent(type: LinuxInput.evRel, code: LinuxInput.relX, value: UInt32(bitPattern: dx))) }
+        if dy != 0 { events.append(InputEvent(type: LinuxInput.evRel, code: LinuxInput.relY, value: UInt32(bitPattern: dy))) }
+        send(events + [.synReport])
+    }
+
+    /// A pointer button (BTN_LEFT, BTN_RIGHT, BTN_MIDDLE) of the tablet or the mouse.
     @discardableResult
     public func button(_ code: UInt16, pressed: Bool) -> Bool {
-        guard flavour == .tablet else { return false }
+        guard flavour != .keyboard else { return false }
         return key(code, value: pressed ? 1 : 0)
     }
 
     /// Wheel clicks: positive is up/right, as Linux's REL_WHEEL/REL_HWHEEL.
     public func scroll(vertical: Int32 = 0, horizontal: Int32 = 0) {
-        guard flavour == .tablet, vertical != 0 || horizontal != 0 else { return }
+        guard flavour != .keyboard, vertical != 0 || horizontal != 0 else { return }
         var events: [InputEvent] = []
         if vertical != 0 { events.append(InputEvent(type: LinuxInput.evRel, code: LinuxInput.relWheel, value: UInt32(bitPattern: vertical))) }
         if horizontal != 0 { events.append(InputEvent(type: LinuxInput.evRel, code: LinuxInput.relHWheel, value: UInt32(bitPattern: horizontal))) }

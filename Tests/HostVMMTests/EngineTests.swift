@@ -57,7 +57,7 @@ import Testing
         func args(_ c: VMConfig) -> [String] { QEMUCommandLine.arguments(config: c, state: state) }
         let plain = args(config)
         #expect(plain.contains("vhost-user-gpu-pci,chardev=gpu,id=gpu0,max_outputs=1,queue_reset=off"))
-        #expect(plain.filter { $0.hasPrefix("vhost-user-input-pci") }.count == 2)
+        #expect(plain.filter { $0.hasPrefix("vhost-user-input-pci") }.count == 3, "keyboard, tablet, mouse")
         #expect(plain[try #require(plain.firstIndex(of: "-display")) + 1] == "none")
         #expect(plain.contains { $0.hasPrefix("console=tty0 ") })
         config.displayConsole = true

@@ -40,4 +40,22 @@ import Testing
         _ = try vm.cli(["down", vm.name])
         #expect(vm.upExitCode() == 0)
     }
+
+    /// Server mouse mode (no display, so spice-server offers no client mode): the client's
+    /// relative motion and buttons reach the guest through the virtio mouse.
+    @Test func serverModeMotionArrivesThroughTheMouse() throws {
+        let vm = try BootedVM(name: "e2e-spicemouse", options: ["--no-display"])
+        let devices = try vm.guestRun("cat /proc/bus/input/devices").output
+        let mouse = try #require(InputEndToEndTests.findDevice(devices, "hostvmm virtio mouse"), "\(devices)")
+        _ = try vm.guestRun("dd if=/dev/input/\(mouse.event) of=/tmp/spicemouse.bin bs=24 count=7 2>/dev/null &")
+        let uri = try vm.cli(["spice", vm.name]).output.trimmingCharacters(in: .whitespacesAndNewlines)
+        let client = try runCommand("/usr/bin/python3", [Self.devicesClient, uri, "motion", "5", "-3"], timeout: 90)
+        #expect(client.output.contains("motion-sent"), "client: \(client.output)")
+        let events = try InputEndToEndTests().readGuestEvents(vm, "/tmp/spicemouse.bin", count: 7)
+        let seen = events.filter { $0.type != 0 }.map { "\($0.type):\($0.code):\($0.value)" }
+        // EV_REL REL_X 5, REL_Y -3, then EV_KEY BTN_RIGHT (0x111) press and release.
+        #expect(seen == ["2:0:5", "2:1:-3", "1:273:1", "1:273:0"], "guest events: \(events)")
+        _ = try vm.cli(["down", vm.name])
+        #expect(vm.upExitCode() == 0)
+    }
 }

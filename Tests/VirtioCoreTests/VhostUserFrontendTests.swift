@@ -13,7 +13,7 @@ import Testing
 /// does when it dies or restarts: it goes away, comes back on a new
 /// connection, and sends nonsense. QEMU's own side is covered by the VM tests
 /// (InputEndToEndTests, DisplayEndToEndTests); these cases cannot be made with it.
-@Suite(.timeLimit(.minutes(1))) struct VhostUserFrontendTests {
+@Suite(.timeLimit(.minutes(10))) struct VhostUserFrontendTests {
     /// An EventLoop on its own thread: the backend's, as hostvmm's VM loop.
     final class LoopRunner: @unchecked Sendable {
         let loop: EventLoop

@@ -17,8 +17,9 @@ public enum QEMUCommandLine {
     /// How often the guest refreshes the balloon's memory statistics.
     public static let balloonStatsIntervalSeconds = 2
 
-    /// The input devices `--inputs` adds, in PCI order.
-    public static let inputDevices = ["keyboard", "tablet"]
+    /// The input devices (on unless --no-inputs), in PCI order: the tablet for SPICE's
+    /// client mouse mode, the mouse for its server mouse mode.
+    public static let inputDevices = ["keyboard", "tablet", "mouse"]
     public static let gpuDeviceID = "gpu0"
     public static func inputDeviceID(_ device: String) -> String { "input-\(device)-dev" }
 

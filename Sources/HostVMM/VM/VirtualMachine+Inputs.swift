@@ -10,7 +10,7 @@ struct InputDevice {
     let backend: VhostUserBackend
 }
 
-/// The virtio keyboard and tablet (`--inputs`, issue #7): hostvmm serves each
+/// The virtio keyboard, tablet and mouse (issue #7; off with `--no-inputs`): hostvmm serves each
 /// over vhost-user on a socket in the state directory; QEMU's
 /// `vhost-user-input-pci` connects to it. Input comes from the control API
 /// (`input-send`) today and from SpiceBridge's inputs channel later; both run
@@ -22,7 +22,7 @@ extension VirtualMachine {
     /// Listens on the devices' sockets; must run before QEMU starts (it connects at once).
     func startInputs() throws {
         for name in QEMUCommandLine.inputDevices {
-            let flavour: VirtioInputDevice.Flavour = name == "keyboard" ? .keyboard : .tablet
+            guard let flavour = VirtioInputDevice.Flavour(rawValue: name) else { continue }
             let device = VirtioInputDevice(flavour: flavour, serial: "hostvmm-\(config.name)-\(name)")
             let backend = VhostUserBackend(name: "input-\(name)", device: device, loop: loop)
             backend.onLog = { [unowned self] line in self.onLog(line) }
@@ -97,15 +97,22 @@ extension VirtualMachine {
                 return .failure(.generic("'move' needs the tablet and integer 'x' and 'y' (0-32767)"))
             }
             d.move(x: Int(x), y: Int(y))
+        } else if case .object(let delta)? = args["motion"] {
+            guard d.flavour == .mouse, let dx = delta["dx"]?.int64Value.flatMap(Int32.init(exactly:)),
+                  let dy = delta["dy"]?.int64Value.flatMap(Int32.init(exactly:))
+            else {
+                return .failure(.generic("'motion' needs the mouse and integer 'dx' and 'dy'"))
+            }
+            d.moveRelative(dx: dx, dy: dy)
         } else if let button = args["button"]?.stringValue {
             let codes = ["left": LinuxInput.btnLeft, "right": LinuxInput.btnRight, "middle": LinuxInput.btnMiddle]
             guard let code = codes[button], d.button(code, pressed: args["pressed"]?.boolValue ?? true) else {
-                return .failure(.generic("'button' must be left, right or middle, on the tablet"))
+                return .failure(.generic("'button' must be left, right or middle, on the tablet or the mouse"))
             }
         } else if let clicks = args["scroll"]?.int64Value, let v = Int32(exactly: clicks) {
             d.scroll(vertical: v)
         } else {
-            return .failure(.generic("give one of 'key', 'move', 'button' or 'scroll'"))
+            return .failure(.generic("give one of 'key', 'move', 'motion', 'button' or 'scroll'"))
         }
         return .success(.object([
             "delivered-events": .int(Int64(d.deliveredEvents)), "pending-events": .int(Int64(d.pendingEvents)),

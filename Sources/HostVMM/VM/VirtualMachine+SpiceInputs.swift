@@ -1,22 +1,32 @@
 import SpiceBridge
 import VirtioInput
 
-/// The SPICE inputs channel joined to the virtio keyboard and tablet (issue
-/// #7): keys by Linux key code, the client's absolute pointer scaled to the
-/// tablet's 0...32767, buttons and wheel; the guest's keyboard LEDs go back to
-/// the server (wrong LEDs make spice-server inject lock-key presses, spice.md
-/// §5.1). Everything runs on the VM's event loop, like both ends.
+/// The SPICE inputs channel joined to the virtio keyboard, tablet and mouse
+/// (issue #7): keys by Linux key code; in client mouse mode the client's
+/// absolute pointer scaled to the tablet's 0...32767, in server mouse mode its
+/// relative motion to the mouse; buttons and wheel to whichever sent them. The
+/// guest's keyboard LEDs go back to the server (wrong LEDs make spice-server
+/// inject lock-key presses, spice.md §5.1). Everything runs on the VM's event
+/// loop, like both ends.
 extension VirtualMachine {
     func connectSpiceInputs() {
-        guard let spice, let keyboard = inputs["keyboard"]?.device, let tablet = inputs["tablet"]?.device else { return }
+        guard let spice, let keyboard = inputs["keyboard"]?.device, let tablet = inputs["tablet"]?.device,
+              let mouse = inputs["mouse"]?.device
+        else { return }
         let channel = SpiceInputs(server: spice, tablet: true)
         // Our guest agent injects no pointer events: with agent mouse on, the
         // client would send positions to the agent and the pointer would not move.
         spice.setAgentMouse(false)
-        var buttons: MouseButtons = []
+        // Each pointer device has its own button state in the guest.
+        var tabletButtons: MouseButtons = []
+        var mouseButtons: MouseButtons = []
         func press(_ new: MouseButtons) {
-            for change in new.linuxChanges(from: buttons) { tablet.button(change.code, pressed: change.pressed) }
-            buttons = new
+            for change in new.linuxChanges(from: tabletButtons) { tablet.button(change.code, pressed: change.pressed) }
+            tabletButtons = new
+        }
+        func pressMouse(_ new: MouseButtons) {
+            for change in new.linuxChanges(from: mouseButtons) { mouse.button(change.code, pressed: change.pressed) }
+            mouseButtons = new
         }
         channel.onKey = { key in
             if key.pressed { keyboard.press(linuxKeyCode: key.code) } else { keyboard.release(linuxKeyCode: key.code) }
@@ -38,6 +48,16 @@ extension VirtualMachine {
                 press(newButtons)
             case .buttons(let newButtons):
                 press(newButtons)
+            }
+        }
+        channel.onMouse = { event in
+            switch event {
+            case .motion(let dx, let dy, let wheel, let newButtons):
+                mouse.moveRelative(dx: dx, dy: dy)
+                if wheel != 0 { mouse.scroll(vertical: -wheel) }  // SPICE: +1 is down; Linux: up
+                pressMouse(newButtons)
+            case .buttons(let newButtons):
+                pressMouse(newButtons)
             }
         }
         spiceInputs = channel

@@ -9,6 +9,8 @@ Usage:
                                        (PC scancodes 0x1e, 0x2c), prints "keys-sent", exits 0
   spice_devices.py URI pointer X Y     once the server offers client mouse mode: moves to (X, Y), left
                                        click, then prints "pointer-sent", exits 0
+  spice_devices.py URI motion DX DY    once the server is in server mouse mode (no display): relative
+                                       motion, a right click, then prints "motion-sent", exits 0
   spice_devices.py URI monitors W H    asks for a W x H monitor (MainChannel update_display +
                                        send_monitor_config) once the agent is connected: "sent"
   spice_devices.py URI cursor          prints "cursor W H HX HY PIXEL0" for each cursor shape and
@@ -182,6 +184,15 @@ def main():
             chans["inputs"].button_press(BUTTON_LEFT, MASK_LEFT)
             chans["inputs"].button_release(BUTTON_LEFT, 0)
             later(500, lambda: (say("pointer-sent"), loop.quit()))
+        elif mode == "motion":
+            if not {"InputsChannel", "MainChannel"} <= opened or main_mode() != MOUSE_MODE_SERVER:
+                later(100, maybe_start)
+                return
+            state["started"] = True
+            chans["inputs"].motion(int(args[0]), int(args[1]), 0)
+            chans["inputs"].button_press(BUTTON_RIGHT, MASK_RIGHT)
+            chans["inputs"].button_release(BUTTON_RIGHT, 0)
+            later(500, lambda: (say("motion-sent"), loop.quit()))
         elif mode == "monitors":
             if "main" not in chans:
                 return
