@@ -9,6 +9,21 @@ import Testing
 @Suite(.serialized, .timeLimit(.minutes(10))) struct SpiceInputsEndToEndTests {
     static let devicesClient = "\(TestEnvironment.packageRoot)/Tests/HostVMMTests/Clients/spice_devices.py"
 
+    /// Starts reading `count` events from the guest's device called `name`, runs the
+    /// client with `arguments` until it prints `says`, and returns the events other
+    /// than SYN_REPORT as "type:code:value".
+    func guestEvents(_ vm: BootedVM, _ devices: String, _ name: String, count: Int, afterClient arguments: [String],
+                     says: String) throws -> [String] {
+        let device = try #require(InputEndToEndTests.findDevice(devices, name), "\(devices)")
+        let file = "/tmp/events-\(device.event).bin"
+        _ = try vm.guestRun("dd if=/dev/input/\(device.event) of=\(file) bs=24 count=\(count) 2>/dev/null &")
+        let uri = try vm.cli(["spice", vm.name]).output.trimmingCharacters(in: .whitespacesAndNewlines)
+        let client = try runCommand("/usr/bin/python3", [Self.devicesClient, uri] + arguments, timeout: 90)
+        #expect(client.output.contains(says), "client: \(client.output)")
+        let events = try InputEndToEndTests().readGuestEvents(vm, file, count: count)
+        return events.filter { $0.type != 0 }.map { "\($0.type):\($0.code):\($0.value)" }
+    }
+
     @Test func clientKeysArriveInTheGuestsEvdev() throws {
         // --display too: spice-server offers client mouse mode (absolute positions) only
         // with a primary surface.
@@ -28,15 +43,11 @@ import Testing
         #expect(keys == ["30:1", "30:0", "44:1", "44:0"], "guest events: \(events)")
 
         // The pointer: (512, 384) on the 1024x768 screen, then a left click.
-        let tablet = try #require(InputEndToEndTests.findDevice(devices, "hostvmm virtio tablet"), "\(devices)")
-        _ = try vm.guestRun("dd if=/dev/input/\(tablet.event) of=/tmp/spicepointer.bin bs=24 count=7 2>/dev/null &")
-        let pointer = try runCommand("/usr/bin/python3", [Self.devicesClient, uri, "pointer", "512", "384"], timeout: 90)
-        #expect(pointer.output.contains("pointer-sent"), "client: \(pointer.output)")
-        let moves = try InputEndToEndTests().readGuestEvents(vm, "/tmp/spicepointer.bin", count: 7)
-        let seen = moves.filter { $0.type != 0 }.map { "\($0.type):\($0.code):\($0.value)" }
+        let seen = try guestEvents(vm, devices, "hostvmm virtio tablet", count: 7,
+                                   afterClient: ["pointer", "512", "384"], says: "pointer-sent")
         // EV_ABS X and Y scaled to 0...32767 (512 * 32767 / 1023, 384 * 32767 / 767), then
         // EV_KEY BTN_LEFT (0x110) press and release; SYN_REPORTs in between.
-        #expect(seen == ["3:0:16399", "3:1:16404", "1:272:1", "1:272:0"], "guest events: \(moves)")
+        #expect(seen == ["3:0:16399", "3:1:16404", "1:272:1", "1:272:0"])
         _ = try vm.cli(["down", vm.name])
         #expect(vm.upExitCode() == 0)
     }
@@ -46,15 +57,10 @@ import Testing
     @Test func serverModeMotionArrivesThroughTheMouse() throws {
         let vm = try BootedVM(name: "e2e-spicemouse", options: ["--no-display"])
         let devices = try vm.guestRun("cat /proc/bus/input/devices").output
-        let mouse = try #require(InputEndToEndTests.findDevice(devices, "hostvmm virtio mouse"), "\(devices)")
-        _ = try vm.guestRun("dd if=/dev/input/\(mouse.event) of=/tmp/spicemouse.bin bs=24 count=7 2>/dev/null &")
-        let uri = try vm.cli(["spice", vm.name]).output.trimmingCharacters(in: .whitespacesAndNewlines)
-        let client = try runCommand("/usr/bin/python3", [Self.devicesClient, uri, "motion", "5", "-3"], timeout: 90)
-        #expect(client.output.contains("motion-sent"), "client: \(client.output)")
-        let events = try InputEndToEndTests().readGuestEvents(vm, "/tmp/spicemouse.bin", count: 7)
-        let seen = events.filter { $0.type != 0 }.map { "\($0.type):\($0.code):\($0.value)" }
+        let seen = try guestEvents(vm, devices, "hostvmm virtio mouse", count: 7,
+                                   afterClient: ["motion", "5", "-3"], says: "motion-sent")
         // EV_REL REL_X 5, REL_Y -3, then EV_KEY BTN_RIGHT (0x111) press and release.
-        #expect(seen == ["2:0:5", "2:1:-3", "1:273:1", "1:273:0"], "guest events: \(events)")
+        #expect(seen == ["2:0:5", "2:1:-3", "1:273:1", "1:273:0"])
         _ = try vm.cli(["down", vm.name])
         #expect(vm.upExitCode() == 0)
     }

@@ -46,6 +46,35 @@ import Testing
         }
     }
 
+    /// The real keyboard behind a backend listening on a fresh socket, on its own loop.
+    final class Harness: @unchecked Sendable {
+        let runner: LoopRunner
+        let keyboard = VirtioInputDevice(flavour: .keyboard)
+        let backend: VhostUserBackend
+        let path: String
+        private var lines: [String] = []
+
+        init() throws {
+            runner = try LoopRunner()
+            path = "\(try VhostUserFrontendTests.temporaryDirectory())/keyboard.sock"
+            let (runner, keyboard, path) = (runner, keyboard, path)
+            backend = runner.sync {
+                let b = VhostUserBackend(name: "keyboard", device: keyboard, loop: runner.loop)
+                try! b.listen(path: path)
+                return b
+            }
+            runner.sync { [self] in backend.onLog = { self.lines.append($0) } }
+        }
+
+        /// The backend's log lines so far (read on its loop).
+        var log: [String] { runner.sync { [self] in lines } }
+
+        func stop() {
+            runner.sync { [backend] in backend.close() }
+            runner.stop()
+        }
+    }
+
     /// The frontend: one connection to the backend's socket, blocking, bounded by poll.
     final class Frontend {
         let fd: Int32
@@ -171,19 +200,10 @@ import Testing
     }
 
     @Test func aFrontendThatLeavesAndComesBackGetsAWorkingDevice() throws {
-        let runner = try LoopRunner()
-        defer { runner.stop() }
-        let dir = try Self.temporaryDirectory()
-        let path = "\(dir)/keyboard.sock"
-        let keyboard = VirtioInputDevice(flavour: .keyboard)
-        let backend: VhostUserBackend = runner.sync {
-            let b = VhostUserBackend(name: "keyboard", device: keyboard, loop: runner.loop)
-            try! b.listen(path: path)
-            return b
-        }
-        nonisolated(unsafe) var log: [String] = []
-        runner.sync { backend.onLog = { log.append($0) } }
-        defer { runner.sync { backend.close() } }
+        let h = try Harness()
+        defer { h.stop() }
+        let (runner, keyboard, backend, path) = (h.runner, h.keyboard, h.backend, h.path)
+        var log: [String] { h.log }
 
         for round in 1...2 {
             let guest = try TestGuest()
@@ -194,30 +214,21 @@ import Testing
             postBuffers(ring)
             // The backend sees the buffers when the ring starts (or at a kick); then a key press.
             #expect(runner.sync { keyboard.press(linuxKeyCode: 30) }, "round \(round)")
-            #expect(waitForCall(call), "round \(round): no used-buffer notification; log: \(runner.sync { log })")
+            #expect(waitForCall(call), "round \(round): no used-buffer notification; log: \(log)")
             #expect(ring.usedIndex == 2, "round \(round)")
             #expect(event(guest, ring, slot: 0) == "1:30:1" && event(guest, ring, slot: 1) == "0:0:0", "round \(round)")
             #expect(runner.sync { backend.connectionCount } == round)
             // QEMU goes away (exit or crash): the device forgets the driver's rings.
             _ = frontend
         }
-        #expect(runner.sync { log.filter { $0.contains("frontend disconnected") }.count } >= 1, "log: \(runner.sync { log })")
+        #expect(log.filter { $0.contains("frontend disconnected") }.count >= 1, "log: \(log)")
     }
 
     @Test func aSecondFrontendReplacesTheFirstAndNonsenseDropsOnlyItsConnection() throws {
-        let runner = try LoopRunner()
-        defer { runner.stop() }
-        let dir = try Self.temporaryDirectory()
-        let path = "\(dir)/keyboard.sock"
-        let keyboard = VirtioInputDevice(flavour: .keyboard)
-        let backend: VhostUserBackend = runner.sync {
-            let b = VhostUserBackend(name: "keyboard", device: keyboard, loop: runner.loop)
-            try! b.listen(path: path)
-            return b
-        }
-        nonisolated(unsafe) var log: [String] = []
-        runner.sync { backend.onLog = { log.append($0) } }
-        defer { runner.sync { backend.close() } }
+        let h = try Harness()
+        defer { h.stop() }
+        let (runner, keyboard, backend, path) = (h.runner, h.keyboard, h.backend, h.path)
+        var log: [String] { h.log }
 
         // A restarted QEMU connects while the old connection still looks alive.
         let first = try Frontend(path: path)
@@ -225,7 +236,7 @@ import Testing
         let second = try Frontend(path: path)
         _ = try second.ask(.getFeatures)
         #expect(first.closedByBackend(), "the old connection stays open")
-        #expect(runner.sync { log.contains { $0.contains("dropping the previous connection") } }, "log: \(runner.sync { log })")
+        #expect(log.contains { $0.contains("dropping the previous connection") }, "log: \(log)")
 
         // Hostile frontends, each on its own connection: every one is dropped with a reason.
         let guest = try TestGuest()
@@ -247,8 +258,8 @@ import Testing
         for (name, misbehave, reason) in cases {
             let f = try Frontend(path: path)
             misbehave(f)
-            #expect(f.closedByBackend(), "\(name): the connection stayed open; log: \(runner.sync { log })")
-            #expect(runner.sync { log.last?.contains(reason) == true }, "\(name): log ends \(runner.sync { log.last ?? "" })")
+            #expect(f.closedByBackend(), "\(name): the connection stayed open; log: \(log)")
+            #expect(log.last?.contains(reason) == true, "\(name): log ends \(log.last ?? "")")
         }
 
         // After all that, a well-behaved frontend gets a working keyboard.
@@ -258,7 +269,7 @@ import Testing
         defer { close(call) }
         postBuffers(ring)
         #expect(runner.sync { keyboard.press(linuxKeyCode: 44) })
-        #expect(waitForCall(call), "log: \(runner.sync { log })")
+        #expect(waitForCall(call), "log: \(log)")
         #expect(event(guest, ring, slot: 0) == "1:44:1")
         #expect(runner.sync { backend.brokenReason } == nil)
     }
