@@ -17,6 +17,7 @@ Usage: Benchmarks/display_fps.py [SECONDS] (default 20). Needs .build/debug/host
 python3-gi, and qemu-system-modules-spice for the reference. Boots one guest at a time.
 Under TCG both sides are limited by the emulated guest writing 3 MiB per frame.
 """
+import contextlib
 import json
 import os
 import shutil
@@ -29,7 +30,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOSTVMM = os.environ.get("HOSTVMM", f"{ROOT}/.build/debug/hostvmm")
 CLIENT = f"{ROOT}/Tests/HostVMMTests/Clients/spice_devices.py"
-SECONDS = float(sys.argv[1]) if len(sys.argv) > 1 else 20.0
+SECONDS = float(sys.argv[1]) if __name__ == "__main__" and len(sys.argv) > 1 else 20.0
 TICK = os.sysconf("SC_CLK_TCK")
 
 PREPARE = ("echo 0 > /sys/class/graphics/fbcon/cursor_blink; "
@@ -131,14 +132,17 @@ def measure(agent, uri, pids):
             "cpu_s": cpu, "cpu_ms_per_frame": 1000 * cpu / max(seen, 1)}
 
 
-def ours():
-    state = tempfile.mkdtemp(prefix="fps-ours-")
+@contextlib.contextmanager
+def ours_vm():
+    """Our VM with its display (the default), SPICE without a ticket on a free port.
+    Yields (agent, uri, pids of hostvmm and QEMU, hostvmm's `display` as a function)."""
+    state = tempfile.mkdtemp(prefix="display-ours-")
     os.chmod(state, 0o700)
     env = dict(os.environ, HOSTVMM_STATE_DIR=state)
     port = free_port(6300)
-    name = "fps"
+    name = "display"
     try:
-        subprocess.run([HOSTVMM, "up", "--name", name, "--display", "--spice", f"127.0.0.1:{port}",
+        subprocess.run([HOSTVMM, "up", "--name", name, "--spice", f"127.0.0.1:{port}",
                         "--spice-insecure", "--detach"], env=env, check=True, capture_output=True)
         status = json.loads(subprocess.run([HOSTVMM, "status", name], env=env, capture_output=True,
                                            text=True).stdout)
@@ -147,10 +151,11 @@ def ours():
         def agent(req):
             out = subprocess.run([HOSTVMM, "agent", name, json.dumps(req)], env=env, capture_output=True, text=True)
             return json.loads(out.stdout)
-        result = measure(agent, f"spice://127.0.0.1?port={port}", pids)
-        result["display"] = json.loads(subprocess.run([HOSTVMM, "display", name], env=env, capture_output=True,
-                                                      text=True).stdout)
-        return result
+
+        def display():
+            return json.loads(subprocess.run([HOSTVMM, "display", name], env=env, capture_output=True,
+                                             text=True).stdout)
+        yield agent, f"spice://127.0.0.1?port={port}", pids, display
     finally:
         subprocess.run([HOSTVMM, "down", name], env=env, capture_output=True)
         shutil.rmtree(state, ignore_errors=True)
@@ -162,9 +167,23 @@ def image_paths():
     return paths["kernel"], paths["initrd"]
 
 
-def reference():
+def qemu_has_spice():
+    # "-spice help" lists the options (and exits 1) only when the SPICE module is installed.
+    probe = subprocess.run(["qemu-system-x86_64", "-spice", "help"], capture_output=True, text=True)
+    if "addr=" in probe.stdout + probe.stderr:
+        return True
+    print("QEMU has no SPICE module: apt-get install -t bookworm-backports qemu-system-modules-spice "
+          "for the reference run")
+    return False
+
+
+@contextlib.contextmanager
+def reference_vm():
+    """The same guest on QEMU's own virtio-gpu-pci and -spice, with a vdagent port (the
+    embedded guest's agent serves it, as ours) so clients can send monitors configs.
+    Yields (agent, uri, [QEMU's pid])."""
     kernel, initrd = image_paths()
-    state = tempfile.mkdtemp(prefix="fps-qemu-")
+    state = tempfile.mkdtemp(prefix="display-qemu-")
     port = free_port(6400)
     qga = f"{state}/qga.sock"
     args = ["qemu-system-x86_64", "-nodefaults", "-no-user-config", "-display", "none",
@@ -175,6 +194,8 @@ def reference():
             "-device", "virtio-serial-pci,id=vser0",
             "-chardev", f"socket,id=qga0,path={qga},server=on,wait=off",
             "-device", "virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0",
+            "-chardev", "spicevmc,id=vdagent0,name=vdagent",
+            "-device", "virtserialport,bus=vser0.0,chardev=vdagent0,name=com.redhat.spice.0",
             "-device", "virtio-gpu-pci,max_outputs=1",
             "-spice", f"port={port},addr=127.0.0.1,disable-ticketing=on"]
     qemu = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
@@ -184,7 +205,7 @@ def reference():
                 break
             time.sleep(0.1)
         conn = QGA(qga)
-        return measure(conn.request, f"spice://127.0.0.1?port={port}", [qemu.pid])
+        yield conn.request, f"spice://127.0.0.1?port={port}", [qemu.pid]
     finally:
         qemu.kill()
         err = qemu.communicate()[1]
@@ -194,17 +215,16 @@ def reference():
 
 
 def main():
-    a = ours()
+    with ours_vm() as (agent, uri, pids, display):
+        a = measure(agent, uri, pids)
+        errors = display().get("errors")
     print(f"hostvmm (vhost-user-gpu + SpiceBridge): {a['seen']} frames seen / {a['written']} written in "
           f"{a['seconds']:.1f} s = {a['fps']:.2f} fps; CPU (hostvmm+qemu) {a['cpu_s']:.1f} s = "
-          f"{a['cpu_ms_per_frame']:.0f} ms/frame; device errors {a['display'].get('errors')}", flush=True)
-    # "-spice help" lists the options (and exits 1) only when the SPICE module is installed.
-    probe = subprocess.run(["qemu-system-x86_64", "-spice", "help"], capture_output=True, text=True)
-    if "addr=" not in probe.stdout + probe.stderr:
-        print("QEMU has no SPICE module: apt-get install -t bookworm-backports qemu-system-modules-spice "
-              "for the reference run")
+          f"{a['cpu_ms_per_frame']:.0f} ms/frame; device errors {errors}", flush=True)
+    if not qemu_has_spice():
         return
-    b = reference()
+    with reference_vm() as (agent, uri, pids):
+        b = measure(agent, uri, pids)
     print(f"QEMU virtio-gpu-pci + -spice:           {b['seen']} frames seen / {b['written']} written in "
           f"{b['seconds']:.1f} s = {b['fps']:.2f} fps; CPU (qemu) {b['cpu_s']:.1f} s = "
           f"{b['cpu_ms_per_frame']:.0f} ms/frame", flush=True)

@@ -13,6 +13,9 @@ Usage:
                                        motion, a right click, then prints "motion-sent", exits 0
   spice_devices.py URI monitors W H    asks for a W x H monitor (MainChannel update_display +
                                        send_monitor_config) once the agent is connected: "sent"
+  spice_devices.py URI resizes N       once the agent is connected and a primary surface exists: N window
+                                       resizes, alternating 800x600 and 640x480; for each prints
+                                       "resize W H SECONDS" when the primary surface of that size arrives
   spice_devices.py URI cursor          prints "cursor W H HX HY PIXEL0" for each cursor shape and
                                        "move X Y" for moves, until killed
   spice_devices.py URI watch SECONDS   display stream: reads pixel (0,0) on each invalidate and prints
@@ -118,6 +121,37 @@ def main():
         say(f"sent {ok}")
         later(1500, loop.quit)
 
+    # ---- resize latency ---------------------------------------------------
+    def next_resize():
+        if state["resizes"] == 0:
+            loop.quit()
+            return
+        w, h = (800, 600) if state["resizes"] % 2 == 0 else (640, 480)
+        state["want"] = (w, h, time.monotonic())
+        main = chans["main"]
+        main.update_display_enabled(0, True, False)
+        main.update_display(0, 0, 0, w, h, False)
+        main.send_monitor_config()
+        waited = state["want"]
+        later(30000, lambda: state["want"] is waited and fail(f"no {w}x{h} primary within 30 s"))
+
+    def on_resize_primary(_ch, fmt, width, height, stride, _shmid, imgdata):
+        want = state.get("want")
+        if want and (width, height) == want[:2]:
+            say(f"resize {width} {height} {time.monotonic() - want[2]:.3f}")
+            state["want"] = None
+            state["resizes"] -= 1
+            later(500, next_resize)  # let the guest settle before the next one
+
+    def start_resizes(tries=0):
+        if not chans["main"].get_property("agent-connected") or "DisplayChannel" not in opened:
+            if tries > 300:
+                fail("no agent or no display")
+            else:
+                later(100, lambda: start_resizes(tries + 1))
+            return
+        later(1000, next_resize)
+
     # ---- cursor -----------------------------------------------------------
     def on_cursor_set(_ch, width, height, hot_x, hot_y, rgba):
         # spice-gtk hands the shape over as R, G, B, A bytes.
@@ -193,6 +227,12 @@ def main():
             chans["inputs"].button_press(BUTTON_RIGHT, MASK_RIGHT)
             chans["inputs"].button_release(BUTTON_RIGHT, 0)
             later(500, lambda: (say("motion-sent"), loop.quit()))
+        elif mode == "resizes":
+            if "main" not in chans:
+                return
+            state["started"] = True
+            state["resizes"] = int(args[0])
+            start_resizes()
         elif mode == "monitors":
             if "main" not in chans:
                 return
@@ -215,6 +255,8 @@ def main():
             channel.connect()
         elif isinstance(channel, SpiceClientGLib.DisplayChannel):
             chans["display"] = channel
+            if mode == "resizes":
+                GObject.Object.connect(channel, "display-primary-create", on_resize_primary)
             if mode == "watch":
                 GObject.Object.connect(channel, "display-primary-create", on_primary)
                 GObject.Object.connect(channel, "display-invalidate", on_invalidate)
