@@ -7,11 +7,9 @@ import pvpanic
 /// Real kernel panics in the real guest (sysrq 'c' through guest-exec), caught
 /// through pvpanic and QMP, with the bundle checked file by file.
 @Suite(.serialized, .timeLimit(.minutes(10))) struct PanicEndToEndTests {
-    static let crash = "echo c > /proc/sysrq-trigger"
-
     @Test func restartPolicyCapturesBundlesAndStopsACrashLoop() throws {
         let vm = try BootedVM(name: "e2e-panic", options: ["--keep-crashes", "2"])
-        try vm.guestShell(Self.crash)
+        try vm.crashGuest()
         #expect(vm.waitForOccurrence("\"crash-captured\"", count: 1, timeout: 120), "\(vm.up.transcript)")
 
         let store = CrashStore(stateDirectory: vm.stateDir)
@@ -38,9 +36,9 @@ import pvpanic
         #expect(try vm.cli(["ping", vm.name]).status == 0)
 
         // Two more panics inside ten minutes: a crash loop, so the VM stays paused.
-        try vm.guestShell(Self.crash)
+        try vm.crashGuest()
         #expect(vm.waitForOccurrence("agent ready after", count: 3, timeout: BootedVM.bootTimeout))
-        try vm.guestShell(Self.crash)
+        try vm.crashGuest()
         #expect(vm.waitForOccurrence("\"crash-loop\"", count: 1, timeout: 120), "\(vm.up.transcript)")
         let status = try vm.status()
         #expect(status["state"] == .string("paused"))
@@ -52,7 +50,7 @@ import pvpanic
 
     @Test func pausePolicyWithoutVmcore() throws {
         let vm = try BootedVM(name: "e2e-pause", options: ["--on-panic", "pause", "--vmcore", "none"])
-        try vm.guestShell(Self.crash)
+        try vm.crashGuest()
         #expect(vm.waitForOccurrence("\"crash-captured\"", count: 1, timeout: 120))
         let bundle = try #require(CrashStore(stateDirectory: vm.stateDir).list().last)
         #expect(!FileManager.default.fileExists(atPath: "\(bundle.path)/vmcore"))
@@ -83,7 +81,7 @@ import pvpanic
 
     @Test func poweroffPolicyEndsTheRunAsAFailure() throws {
         let vm = try BootedVM(name: "e2e-poweroff", options: ["--on-panic", "poweroff", "--vmcore", "none"])
-        try vm.guestShell(Self.crash)
+        try vm.crashGuest()
         #expect(vm.upExitCode(timeout: 120) == 1, "\(vm.up.transcript)")
         #expect(vm.events(named: "qemu-exited").last?["data"]?["reason"] == .string("the guest panicked"))
     }

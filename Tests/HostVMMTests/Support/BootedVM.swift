@@ -65,6 +65,19 @@ final class BootedVM {
         guard reply["return"]?["pid"] != nil else { throw TestFailure("guest-exec failed: \(JSONWriter.string(reply))") }
     }
 
+    /// Panics the guest (sysrq "c" through guest-exec). The panic can win the race with
+    /// the agent's reply: then `hostvmm agent` reports the channel closed or lost, which
+    /// is the request's effect, not a failure. The caller checks the panic by its events.
+    func crashGuest() throws {
+        do {
+            try guestShell("echo c > /proc/sysrq-trigger")
+        } catch let failure as TestFailure
+            where failure.description.contains("channel closed") || failure.description.contains("not connected")
+        {
+            return
+        }
+    }
+
     /// Runs a shell command in the guest and waits (bounded) for its exit code and output.
     func guestRun(_ command: String, timeout: TimeInterval = 120) throws -> (code: Int64?, output: String) {
         let request = JSONWriter.string(.object([
