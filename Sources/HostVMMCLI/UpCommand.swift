@@ -20,7 +20,7 @@ struct UpCommand: ParsableCommand {
             A desktop VM boots a copy-on-write overlay of the cached disk (disk.qcow2 in its \
             state directory), made fresh at every 'up': nothing the guest writes survives it.
 
-            The guest gets a screen, keyboard and tablet by default (--no-display, \
+            The guest gets a screen, keyboard, tablet and mouse by default (--no-display, \
             --no-inputs turn them off): our own virtio-gpu and virtio-input backends, shown \
             and fed through the SPICE server ('hostvmm spice' prints the URI).
             """
@@ -90,7 +90,7 @@ struct UpCommand: ParsableCommand {
     var noACPI = false
 
     @Flag(name: .long, inversion: .prefixedNo,
-          help: "A virtio keyboard and tablet served by hostvmm (vhost-user-input), fed by SPICE clients.")
+          help: "A virtio keyboard, tablet and mouse served by hostvmm (vhost-user-input), fed by SPICE clients.")
     var inputs = true
 
     @Flag(name: .long, inversion: .prefixedNo,
