@@ -11,13 +11,14 @@ set -euo pipefail
 # The desktop image (`hostvmm image build --image desktop`) adds debootstrap
 # and e2fsprogs (mkfs.ext4 -d); each desktop VM's disk overlay needs qemu-img.
 # python3-cryptography: the hostile SPICE client in the tests encrypts the ticket.
+# virt-viewer (remote-viewer) and xdotool: the test of what a person sees and types.
 # qemu-system-modules-opengl carries QEMU's D-Bus display (ui-dbus.so), the channel
 # through which `--display` passes a client's window size to the running guest;
 # qemu-system-modules-spice is QEMU's own SPICE, the reference in Benchmarks/display_fps.py.
 BACKPORTS_PACKAGES=(qemu-system-x86 qemu-guest-agent qemu-utils qemu-system-modules-opengl qemu-system-modules-spice)
 PACKAGES=(kmod busybox-static cpio xz-utils zstd python3 ca-certificates systemd debootstrap e2fsprogs tar
     libspice-server-dev pkg-config spice-client-gtk gir1.2-spiceclientglib-2.0 python3-gi python3-cryptography
-    libx11-dev libxfixes-dev libxcb1-dev libxau-dev libxdmcp-dev xvfb xclip)
+    libx11-dev libxfixes-dev libxcb1-dev libxau-dev libxdmcp-dev xvfb xclip virt-viewer xdotool)
 
 log() { printf 'setup: %s\n' "$*"; }
 

@@ -9,7 +9,7 @@ import Testing
 /// in-process SpiceServer, and the peers are real: spice-gtk on one side,
 /// xclip (an ordinary X client) on the other.
 @Suite(.serialized, .timeLimit(.minutes(10))) struct X11ClipboardTests {
-    static let xvfb = "/usr/bin/Xvfb"
+    static let xvfb = Xvfb.path
     static let xclip = "/usr/bin/xclip"
     static let toolsInstalled = [xvfb, xclip].allSatisfy { FileManager.default.isExecutableFile(atPath: $0) }
 
@@ -140,7 +140,7 @@ import Testing
 /// socket, and guest-agent on the host in unix mode with the X11 backend.
 final class X11Setup: @unchecked Sendable {
     private(set) var dir = ""
-    private var xvfb: WatchedProcess?
+    private var xvfb: Xvfb?
     private(set) var display = ""
     private var loop: LoopThread!
     private(set) var uri = ""
@@ -157,15 +157,9 @@ final class X11Setup: @unchecked Sendable {
         InProcessSpice.gate.wait()
         holdsGate = true
         dir = try TestEnvironment.temporaryDirectory("x11")
-        // -displayfd: Xvfb picks a free display itself and writes its number once it accepts connections.
-        let xvfb = try WatchedProcess(X11ClipboardTests.xvfb, ["-displayfd", "1", "-nolisten", "tcp", "-screen", "0", "640x480x24"])
+        let xvfb = try Xvfb()
         self.xvfb = xvfb
-        let reported = xvfb.waitForLine(timeout: 20) { Int($0.trimmingCharacters(in: .whitespaces)) != nil }
-        guard let number = reported.flatMap({ Int($0.trimmingCharacters(in: .whitespaces)) }) else { throw TestFailure("Xvfb did not report a display within 20 s: \(xvfb.transcript)") }
-        display = ":\(number)"
-        guard FileManager.default.fileExists(atPath: "/tmp/.X11-unix/X\(number)") else {
-            throw TestFailure("Xvfb reported display \(display) but /tmp/.X11-unix/X\(number) is missing")
-        }
+        display = xvfb.display
 
         loop = try LoopThread()
         guard let port = SpiceServer.freePort(address: "127.0.0.1", from: 5990) else { throw TestFailure("no free port") }
@@ -236,10 +230,7 @@ final class X11Setup: @unchecked Sendable {
             }
             loop.stop()
         }
-        if let xvfb {
-            xvfb.signal(SIGTERM)
-            _ = xvfb.waitForExit(timeout: 10)
-        }
+        xvfb?.stop()
         if !dir.isEmpty { try? FileManager.default.removeItem(atPath: dir) }
         if holdsGate {
             holdsGate = false
