@@ -36,7 +36,7 @@ struct AgentConfig: Equatable {
     var lockGraceSeconds = defaultLockGrace
     static let defaultLockGrace = 5
     /// The D-Bus system bus socket (DBUS_SYSTEM_BUS_ADDRESS or the standard path).
-    var systemBusPath = "/run/dbus/system_bus_socket"
+    var systemBusPath = SystemBus.defaultSocketPath
     /// The X display whose clipboard the SPICE agent serves ($DISPLAY unless
     /// given); nil or empty: the headless clipboard. Our extension.
     var x11Display: String? = nil
@@ -201,9 +201,7 @@ enum AgentCommandLine {
         case .success(let t): tokens = t
         }
         var config = AgentConfig()
-        if let address = environment("DBUS_SYSTEM_BUS_ADDRESS") {
-            config.systemBusPath = SystemBus.socketPath(environment: ["DBUS_SYSTEM_BUS_ADDRESS": address])
-        }
+        config.systemBusPath = SystemBus.socketPath(address: environment("DBUS_SYSTEM_BUS_ADDRESS"))
         config.x11Display = environment("DISPLAY")
         // The config file first, so that options override it.
         let explicitConfig = tokens.last { $0.0 == "c" }?.1

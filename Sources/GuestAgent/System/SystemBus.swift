@@ -25,14 +25,14 @@ final class SystemBus {
         }
     }
 
-    /// DBUS_SYSTEM_BUS_ADDRESS if it names a unix path, else the standard socket.
-    static func socketPath(environment: [String: String]) -> String {
-        if let address = environment["DBUS_SYSTEM_BUS_ADDRESS"],
-           let path = address.split(separator: ",").first(where: { $0.hasPrefix("unix:path=") })
-        {
+    static let defaultSocketPath = "/run/dbus/system_bus_socket"
+
+    /// The unix path a DBUS_SYSTEM_BUS_ADDRESS names, else the standard socket.
+    static func socketPath(address: String?) -> String {
+        if let path = address?.split(separator: ",").first(where: { $0.hasPrefix("unix:path=") }) {
             return String(path.dropFirst("unix:path=".count))
         }
-        return "/run/dbus/system_bus_socket"
+        return defaultSocketPath
     }
 
     private let fd: Int32
