@@ -138,4 +138,20 @@ import Testing
             #expect(h.appliedSizes.isEmpty)
         }
     }
+
+    /// A QEMU that takes the calls and never answers: after 64 the connection is given up.
+    @Test func aPeerThatNeverAnswersIsGivenUp() throws {
+        let h = try Harness()
+        _ = try h.readLine()
+        h.write(Array("OK 1234567890abcdef1234567890abcdef\r\n".utf8))
+        _ = try h.readLine()
+        for i in 0..<QEMUDisplayConsole.maxUnanswered {
+            h.setSize(640 + i, 480)
+            #expect(try h.readMessage().member == "SetUIInfo")
+        }
+        #expect(h.isOpen)
+        h.setSize(1024, 768)
+        #expect(h.wait("closed") { !h.isOpen })
+        #expect(h.log.contains { $0.contains("answered none of the last 64") }, "log: \(h.log)")
+    }
 }

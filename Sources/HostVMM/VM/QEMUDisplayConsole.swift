@@ -25,6 +25,8 @@ final class QEMUDisplayConsole {
     static let consoleInterface = "org.qemu.Display1.Console"
     /// A reply or the auth line can be small; anything this large is not QEMU.
     static let maxBuffered = 1 << 20
+    /// Calls QEMU may leave unanswered before the connection counts as dead.
+    static let maxUnanswered = 64
 
     private enum State { case authenticating, ready, closed }
 
@@ -68,6 +70,9 @@ final class QEMUDisplayConsole {
     }
 
     private func callSetUIInfo(width: Int, height: Int) {
+        guard inFlight.count < Self.maxUnanswered else {
+            return fail("QEMU answered none of the last \(Self.maxUnanswered) size changes")
+        }
         serial += 1
         inFlight[serial] = (width, height)
         // (qqiiuu): width_mm, height_mm, xoff, yoff, width, height. No millimetres:
