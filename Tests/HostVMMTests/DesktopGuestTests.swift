@@ -209,6 +209,17 @@ import Testing
         #expect(s["LockedHint"] == "no")
         let id = try #require(s["Id"])
 
+        // A person at the SPICE client types into the root shell on tty1 (shown on the
+        // virtio-gpu console): the command runs in the guest.
+        let uri = try vm.cli(["spice", vm.name]).output.trimmingCharacters(in: .whitespacesAndNewlines)
+        let typed = try runCommand("/usr/bin/python3", [SpiceInputsEndToEndTests.devicesClient, uri, "type",
+                                                        "touch /tmp/typed-at-the-console\\n"], timeout: 60)
+        #expect(typed.output.contains("typed"), "client: \(typed.output)")
+        let created = Self.poll(30) { () -> Bool? in
+            (try? vm.guestRun("test -e /tmp/typed-at-the-console && echo yes"))?.output.hasPrefix("yes") == true ? true : nil
+        }
+        #expect(created == true, "the command typed at the SPICE client did not run on tty1")
+
         // `loginctl lock-sessions` -> logind's Lock signal -> session-locker ->
         // SetLockedHint. Re-sent while waiting: the locker's dbus-monitor may
         // not have subscribed yet when the first Lock goes out.

@@ -7,6 +7,8 @@ Usage:
                                        mouse mode and sends relative motion and a right click, "phase2"
   spice_devices.py URI keys            once the inputs channel is open: presses and releases a, then z
                                        (PC scancodes 0x1e, 0x2c), prints "keys-sent", exits 0
+  spice_devices.py URI type TEXT       once the inputs channel is open: types TEXT (a-z, 0-9, space, / . -,
+                                       and \n for Enter) as PC scancodes, prints "typed", exits 0
   spice_devices.py URI pointer X Y     once the server offers client mouse mode: moves to (X, Y), left
                                        click, then prints "pointer-sent", exits 0
   spice_devices.py URI motion DX DY    once the server is in server mouse mode (no display): relative
@@ -37,6 +39,12 @@ MOUSE_MODE_CLIENT = 2
 BUTTON_LEFT, BUTTON_MIDDLE, BUTTON_RIGHT, BUTTON_UP, BUTTON_DOWN = 1, 2, 3, 4, 5
 MASK_LEFT, MASK_MIDDLE, MASK_RIGHT = 1, 2, 4
 LOCK_NUM = 2
+# PC set-1 scancodes of the characters "type" knows (a US layout, no shift).
+SCANCODES = dict(zip("qwertyuiop", range(0x10, 0x1A)))
+SCANCODES.update(zip("asdfghjkl", range(0x1E, 0x27)))
+SCANCODES.update(zip("zxcvbnm", range(0x2C, 0x33)))
+SCANCODES.update(zip("1234567890", range(0x02, 0x0C)))
+SCANCODES.update({" ": 0x39, "/": 0x35, ".": 0x34, "-": 0x0C, "\n": 0x1C})
 
 
 def say(text):
@@ -207,6 +215,14 @@ def main():
             chans["inputs"].key_press_and_release(0x2C)
             # Let the messages leave before the process ends.
             later(500, lambda: (say("keys-sent"), loop.quit()))
+        elif mode == "type":
+            if "InputsChannel" not in opened:
+                later(100, maybe_start)
+                return
+            state["started"] = True
+            for ch in args[0].replace("\\n", "\n"):
+                chans["inputs"].key_press_and_release(SCANCODES[ch])
+            later(500, lambda: (say("typed"), loop.quit()))
         elif mode == "pointer":
             # Client mouse mode needs the tablet and a primary surface (the VM's --display).
             if not {"InputsChannel", "MainChannel"} <= opened or main_mode() != MOUSE_MODE_CLIENT:
