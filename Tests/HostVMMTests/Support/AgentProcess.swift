@@ -9,6 +9,8 @@ final class AgentProcess {
     let process: WatchedProcess
 
     init() throws {
+        // The agent may close its socket under a test's write (as in the fault tests).
+        signal(SIGPIPE, SIG_IGN)
         dir = try TestEnvironment.temporaryDirectory("agent")
         socketPath = "\(dir)/qga.sock"
         process = try WatchedProcess(TestEnvironment.guestAgent, ["-m", "unix-listen", "-p", socketPath])
