@@ -33,11 +33,17 @@ import Testing
     /// Reads what the server sends the guest until a message matches, bounded (60 s).
     private func readUntil(_ fd: Int32, _ reader: inout VDAgentReader, _ match: (VDAgentReader.Output) -> Bool) -> Bool {
         let deadline = Date().addingTimeInterval(60)
-        while Date() < deadline {
+        while case let left = deadline.timeIntervalSinceNow, left > 0 {
             var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            guard poll(&pfd, 1, 1000) >= 0 else { return false }
-            guard case .data(let bytes) = Syscall.readSome(fd: fd) else { continue }
-            if reader.feed(bytes).contains(where: match) { return true }
+            // Only read when poll says so: the socket blocks, and a timed-out poll must not read.
+            let ready = poll(&pfd, 1, Int32(min(left, 1) * 1000))
+            if ready < 0 { return false }
+            if ready == 0 { continue }
+            switch Syscall.readSome(fd: fd) {
+            case .data(let bytes): if reader.feed(bytes).contains(where: match) { return true }
+            case .wouldBlock: continue
+            case .endOfStream, .failed: return false
+            }
         }
         return false
     }

@@ -6,44 +6,9 @@ import Testing
 /// peers: QEMU's vhost-user-input-pci frontend and the guest kernel's
 /// virtio_input + evdev. One boot, phases in order; the hostile phase is last.
 @Suite(.serialized) struct InputEndToEndTests {
-    /// One Linux `struct input_event` as read from /dev/input/eventN on x86-64 (24 bytes).
-    struct GuestEvent: Equatable, CustomStringConvertible {
-        var type: UInt16, code: UInt16, value: Int32
-        var description: String { "(\(type),\(code),\(value))" }
-    }
-
-    static func parseEvents(_ od: String) -> [GuestEvent] {
-        let bytes = od.split(whereSeparator: { $0 == " " || $0 == "\n" }).compactMap { UInt8($0, radix: 16) }
-        return stride(from: 0, to: bytes.count - 23, by: 24).map { o in
-            func le(_ at: Int, _ n: Int) -> UInt32 { (0..<n).reduce(0) { $0 | UInt32(bytes[o + at + $1]) << (8 * $1) } }
-            return GuestEvent(type: UInt16(le(16, 2)), code: UInt16(le(18, 2)), value: Int32(bitPattern: le(20, 4)))
-        }
-    }
-
-    /// The eventN handler and inputN sysfs name of the device called `name`.
-    static func findDevice(_ devices: String, _ name: String) -> (event: String, input: String)? {
-        for block in devices.components(separatedBy: "\n\n") where block.contains("N: Name=\"\(name)\"") {
-            let event = block.split(whereSeparator: { $0 == " " || $0 == "\n" }).first { $0.hasPrefix("event") }
-            let sysfs = block.split(separator: "\n").first { $0.hasPrefix("S: Sysfs=") }
-            guard let event, let sysfs, let input = sysfs.split(separator: "/").last else { return nil }
-            return (String(event), String(input))
-        }
-        return nil
-    }
-
     func inputs(_ vm: BootedVM) throws -> JSONValue {
         let r = try vm.cli(["input", vm.name])
         return try JSONParser.parse(r.output)
-    }
-
-    /// Waits (bounded) until `path` in the guest holds `bytes` bytes, then returns its events.
-    func readGuestEvents(_ vm: BootedVM, _ path: String, count: Int) throws -> [GuestEvent] {
-        let deadline = Date().addingTimeInterval(30)
-        while Date() < deadline {
-            let size = try vm.guestRun("wc -c < \(path)").output.trimmingCharacters(in: .whitespacesAndNewlines)
-            if Int(size) ?? 0 >= 24 * count { break }
-        }
-        return Self.parseEvents(try vm.guestRun("od -An -tx1 -v \(path)").output)
     }
 
     func waitForInputs(_ vm: BootedVM, _ check: (JSONValue) -> Bool) throws -> JSONValue {
@@ -61,8 +26,8 @@ import Testing
                               extraEnvironment: ["HOSTVMM_TEST_HOOKS": "1"])
         // 1. The guest found both devices, with the identities and capabilities from our config space.
         let devices = try vm.guestRun("cat /proc/bus/input/devices").output
-        let keyboard = try #require(Self.findDevice(devices, "hostvmm virtio keyboard"), "\(devices)")
-        let tablet = try #require(Self.findDevice(devices, "hostvmm virtio tablet"), "\(devices)")
+        let keyboard = try #require(GuestEvdev.findDevice(devices, "hostvmm virtio keyboard"), "\(devices)")
+        let tablet = try #require(GuestEvdev.findDevice(devices, "hostvmm virtio tablet"), "\(devices)")
         #expect(devices.contains("Bus=0006 Vendor=1af4 Product=0001"))
         #expect(devices.contains("U: Uniq=hostvmm-e2e-input-keyboard"))
         #expect(devices.contains("B: EV=120003"))  // keyboard: SYN, KEY, LED, REP
@@ -73,19 +38,16 @@ import Testing
         #expect(status["devices"]?["tablet"]?["connected"] == .bool(true))
 
         // 2. Input sent through the Swift API (control API `input-send`) arrives as evdev events.
-        _ = try vm.guestRun("""
-            dd if=/dev/input/\(keyboard.event) of=/tmp/kbd.bin bs=24 count=4 2>/dev/null &
-            dd if=/dev/input/\(tablet.event) of=/tmp/tab.bin bs=24 count=9 2>/dev/null &
-            sleep 0.5
-            """)
+        try vm.captureEvents(keyboard.event, into: "/tmp/kbd.bin", count: 4)
+        try vm.captureEvents(tablet.event, into: "/tmp/tab.bin", count: 9)
         let sentAt = Date()
         for args in [["--key", "30"], ["--move", "1000,2000"], ["--button", "left"], ["--button", "left", "--release"],
                      ["--scroll=-1"]] {
             let r = try vm.cli(["input", vm.name] + args)
             #expect(r.status == 0, "\(args): \(r.output)")
         }
-        let kbd = try readGuestEvents(vm, "/tmp/kbd.bin", count: 4)
-        let tab = try readGuestEvents(vm, "/tmp/tab.bin", count: 9)
+        let kbd = try vm.readEvents("/tmp/kbd.bin", count: 4)
+        let tab = try vm.readEvents("/tmp/tab.bin", count: 9)
         print("inputs: all events read back in the guest \(String(format: "%.2f", Date().timeIntervalSince(sentAt))) s after the first send (guest-exec polling included)")
         let syn = GuestEvent(type: 0, code: 0, value: 0)
         #expect(kbd == [GuestEvent(type: 1, code: 30, value: 1), syn, GuestEvent(type: 1, code: 30, value: 0), syn])
@@ -114,13 +76,13 @@ import Testing
         #expect(after["devices"]?["keyboard"]?["broken"] == nil)
         #expect(vm.events(named: "input-broken").count == 1)
         // The kernel's own LED updates show up on evdev too (EV_LED, from the NumLock above): skip them.
-        _ = try vm.guestRun("dd if=/dev/input/\(keyboard.event) of=/tmp/kbd2.bin bs=24 count=16 2>/dev/null & sleep 0.5")
+        try vm.captureEvents(keyboard.event, into: "/tmp/kbd2.bin", count: 16)
         _ = try vm.cli(["input", vm.name, "--key", "48", "--action", "press"])
         var kbd2: [GuestEvent] = []
         let deadline = Date().addingTimeInterval(30)
         while Date() < deadline {
             var afterLED = false
-            kbd2 = Self.parseEvents(try vm.guestRun("od -An -tx1 -v /tmp/kbd2.bin").output).filter { e in
+            kbd2 = GuestEvdev.parse(try vm.guestRun("od -An -tx1 -v /tmp/kbd2.bin").output).filter { e in
                 defer { afterLED = e.type == 0x11 }
                 return e.type != 0x11 && !(afterLED && e == syn)
             }

@@ -52,19 +52,19 @@ import Testing
 
         // 2. Keys typed into the window reach the guest's virtio keyboard.
         let devices = try vm.guestRun("cat /proc/bus/input/devices").output
-        let keyboard = try #require(InputEndToEndTests.findDevice(devices, "hostvmm virtio keyboard"), "\(devices)")
-        let tablet = try #require(InputEndToEndTests.findDevice(devices, "hostvmm virtio tablet"), "\(devices)")
-        _ = try vm.guestRun("dd if=/dev/input/\(keyboard.event) of=/tmp/rv-keys.bin bs=24 count=4 2>/dev/null &"
-                            + " dd if=/dev/input/\(tablet.event) of=/tmp/rv-pointer.bin bs=24 count=3 2>/dev/null &")
+        let keyboard = try #require(GuestEvdev.findDevice(devices, "hostvmm virtio keyboard"), "\(devices)")
+        let tablet = try #require(GuestEvdev.findDevice(devices, "hostvmm virtio tablet"), "\(devices)")
+        try vm.captureEvents(keyboard.event, into: "/tmp/rv-keys.bin", count: 4)
+        try vm.captureEvents(tablet.event, into: "/tmp/rv-pointer.bin", count: 3)
         _ = try runXdotool(x.display, ["mousemove", "--window", window, "300", "300"])
         _ = try runXdotool(x.display, ["windowfocus", "--sync", window])
         _ = try runXdotool(x.display, ["key", "a"])
-        let keys = try InputEndToEndTests().readGuestEvents(vm, "/tmp/rv-keys.bin", count: 4)
+        let keys = try vm.readEvents("/tmp/rv-keys.bin", count: 4)
         #expect(keys.filter { $0.type == 1 }.map { "\($0.code):\($0.value)" } == ["30:1", "30:0"], "guest events: \(keys)")
 
         // 3. The pointer over the window moves the guest's tablet (client mouse mode).
         _ = try runXdotool(x.display, ["mousemove", "--window", window, "400", "350"])
-        let moves = try InputEndToEndTests().readGuestEvents(vm, "/tmp/rv-pointer.bin", count: 3)
+        let moves = try vm.readEvents("/tmp/rv-pointer.bin", count: 3)
         let axes = moves.filter { $0.type == 3 }
         #expect(axes.count >= 1 && axes.allSatisfy { (1...32767).contains($0.value) }, "guest events: \(moves)")
 

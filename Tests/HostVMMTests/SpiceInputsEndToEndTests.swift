@@ -14,13 +14,13 @@ import Testing
     /// than SYN_REPORT as "type:code:value".
     func guestEvents(_ vm: BootedVM, _ devices: String, _ name: String, count: Int, afterClient arguments: [String],
                      says: String) throws -> [String] {
-        let device = try #require(InputEndToEndTests.findDevice(devices, name), "\(devices)")
+        let device = try #require(GuestEvdev.findDevice(devices, name), "\(devices)")
         let file = "/tmp/events-\(device.event).bin"
-        _ = try vm.guestRun("dd if=/dev/input/\(device.event) of=\(file) bs=24 count=\(count) 2>/dev/null &")
+        try vm.captureEvents(device.event, into: file, count: count)
         let uri = try vm.cli(["spice", vm.name]).output.trimmingCharacters(in: .whitespacesAndNewlines)
         let client = try runCommand("/usr/bin/python3", [Self.devicesClient, uri] + arguments, timeout: 90)
         #expect(client.output.contains(says), "client: \(client.output)")
-        let events = try InputEndToEndTests().readGuestEvents(vm, file, count: count)
+        let events = try vm.readEvents(file, count: count)
         return events.filter { $0.type != 0 }.map { "\($0.type):\($0.code):\($0.value)" }
     }
 
@@ -29,18 +29,11 @@ import Testing
         // with a primary surface.
         let vm = try BootedVM(name: "e2e-spicekeys", options: ["--inputs", "--display"])
         let devices = try vm.guestRun("cat /proc/bus/input/devices").output
-        let keyboard = try #require(InputEndToEndTests.findDevice(devices, "hostvmm virtio keyboard"), "\(devices)")
-        // Four key events and their SYN_REPORTs; the reader runs in the guest's background.
-        _ = try vm.guestRun("dd if=/dev/input/\(keyboard.event) of=/tmp/spicekeys.bin bs=24 count=8 2>/dev/null &")
-        let uri = try vm.cli(["spice", vm.name]).output.trimmingCharacters(in: .whitespacesAndNewlines)
-        let client = try WatchedProcess("/usr/bin/python3", [Self.devicesClient, uri, "keys"])
-        defer { client.signal(SIGTERM); _ = client.waitForExit(timeout: 10) }
-        #expect(client.waitForLine(containing: "keys-sent", timeout: 60) != nil, "\(client.transcript)")
-
-        let events = try InputEndToEndTests().readGuestEvents(vm, "/tmp/spicekeys.bin", count: 8)
-        let keys = events.filter { $0.type == 1 }.map { "\($0.code):\($0.value)" }
+        // Four key events and their SYN_REPORTs.
+        let keys = try guestEvents(vm, devices, "hostvmm virtio keyboard", count: 8, afterClient: ["keys"], says: "keys-sent")
+            .filter { $0.hasPrefix("1:") }
         // KEY_A = 30, KEY_Z = 44: press then release, in order.
-        #expect(keys == ["30:1", "30:0", "44:1", "44:0"], "guest events: \(events)")
+        #expect(keys == ["1:30:1", "1:30:0", "1:44:1", "1:44:0"])
 
         // The pointer: (512, 384) on the 1024x768 screen, then a left click.
         let seen = try guestEvents(vm, devices, "hostvmm virtio tablet", count: 7,

@@ -63,6 +63,15 @@ def main():
     def later(ms, fn):
         GLib.timeout_add(ms, lambda: fn() and False)
 
+    def flushed_then(channel, text=None):
+        """Once everything queued on `channel` is written to its socket: print `text`, quit."""
+        def done(ch, result):
+            ch.flush_finish(result)
+            if text:
+                say(text)
+            loop.quit()
+        channel.flush_async(None, done)
+
     def fail(text):
         say("error: " + text)
         loop.quit()
@@ -107,7 +116,7 @@ def main():
             inputs.button_press(BUTTON_DOWN, 0)
             inputs.button_release(BUTTON_DOWN, 0)
             say("phase2")
-            later(1500, loop.quit)  # let the messages leave before disconnecting
+            flushed_then(inputs)
         elif tries > 300:
             fail(f"the server did not switch to server mouse mode (mode {main_mode()})")
         else:
@@ -127,7 +136,7 @@ def main():
         main.update_display(0, 0, 0, w, h, False)
         ok = main.send_monitor_config()
         say(f"sent {ok}")
-        later(1500, loop.quit)
+        flushed_then(main)
 
     # ---- resize latency ---------------------------------------------------
     def next_resize():
@@ -213,8 +222,7 @@ def main():
             state["started"] = True
             chans["inputs"].key_press_and_release(0x1E)
             chans["inputs"].key_press_and_release(0x2C)
-            # Let the messages leave before the process ends.
-            later(500, lambda: (say("keys-sent"), loop.quit()))
+            flushed_then(chans["inputs"], "keys-sent")
         elif mode == "type":
             if "InputsChannel" not in opened:
                 later(100, maybe_start)
@@ -222,7 +230,7 @@ def main():
             state["started"] = True
             for ch in args[0].replace("\\n", "\n"):
                 chans["inputs"].key_press_and_release(SCANCODES[ch])
-            later(500, lambda: (say("typed"), loop.quit()))
+            flushed_then(chans["inputs"], "typed")
         elif mode == "pointer":
             # Client mouse mode needs the tablet and a primary surface (the VM's --display).
             if not {"InputsChannel", "MainChannel"} <= opened or main_mode() != MOUSE_MODE_CLIENT:
@@ -233,7 +241,7 @@ def main():
             chans["inputs"].position(x, y, 0, 0)
             chans["inputs"].button_press(BUTTON_LEFT, MASK_LEFT)
             chans["inputs"].button_release(BUTTON_LEFT, 0)
-            later(500, lambda: (say("pointer-sent"), loop.quit()))
+            flushed_then(chans["inputs"], "pointer-sent")
         elif mode == "motion":
             if not {"InputsChannel", "MainChannel"} <= opened or main_mode() != MOUSE_MODE_SERVER:
                 later(100, maybe_start)
@@ -242,7 +250,7 @@ def main():
             chans["inputs"].motion(int(args[0]), int(args[1]), 0)
             chans["inputs"].button_press(BUTTON_RIGHT, MASK_RIGHT)
             chans["inputs"].button_release(BUTTON_RIGHT, 0)
-            later(500, lambda: (say("motion-sent"), loop.quit()))
+            flushed_then(chans["inputs"], "motion-sent")
         elif mode == "resizes":
             if "main" not in chans:
                 return
