@@ -171,7 +171,8 @@ struct UpCommand: ParsableCommand {
         config.acpi = !noACPI
         config.inputs = inputs
         config.display = display
-        if display {
+        // Window sizes come only from SPICE clients: without SPICE, no D-Bus display (nor its probe).
+        if display && !noSpice {
             config.displayConsole = qemuBinary.hasDBusDisplay()
             say(config.displayConsole
                 ? "display: a client's window size reaches the running guest (through QEMU's D-Bus display)"

@@ -37,7 +37,7 @@ import Testing
     @Test func rootfsModulesIncludeTheInitramfsOnesAndOurDevices() {
         let rootfs = Set(DesktopRootfsFiles.rootfsModules)
         #expect(Set(DesktopRootfsFiles.initramfsModules).isSubset(of: rootfs))
-        #expect(Set(GuestInitFiles.modules).isSubset(of: rootfs), "the default guest's device modules")
+        #expect(Set(GuestInitFiles.modules + GuestInitFiles.displayModules).isSubset(of: rootfs), "the default guest's device modules")
     }
 
     @Test func autologinIsSystemdEscapedForRootOnTty1() {

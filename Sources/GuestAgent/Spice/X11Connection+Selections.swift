@@ -104,7 +104,7 @@ extension X11Connection {
                 client?.deliver(selection, type: .none, data: [])
                 continue
             }
-            state(selection).fetch = Fetch(type: type, deadline: Int(EventLoop.now()) + Self.conversionTimeoutMs)
+            state(selection).fetch = Fetch(deadline: Int(EventLoop.now()) + Self.conversionTimeoutMs)
             let prop = property(selection, targets: false)
             XDeleteProperty(display, window, prop)
             XConvertSelection(display, selectionAtom(selection), target, prop, window, Time(CurrentTime))
@@ -148,14 +148,11 @@ extension X11Connection {
     /// The conversion for the client's first wanted type is over (nil: failed): answer it, start the next.
     @inline(never)
     func finishFetch(_ selection: VDAgentSelection, data: [UInt8]?) {
-        guard let fetch = state(selection).fetch else { return }
+        guard state(selection).fetch != nil else { return }
         state(selection).fetch = nil
-        if !state(selection).clientWants.isEmpty { state(selection).clientWants.removeFirst() }
-        if let data {
-            client?.deliver(selection, type: fetch.type, data: data)
-        } else {
-            client?.deliver(selection, type: .none, data: [])
-        }
+        guard !state(selection).clientWants.isEmpty else { return }
+        let type = state(selection).clientWants.removeFirst()
+        client?.deliver(selection, type: data == nil ? .none : type, data: data ?? [])
         startFetch(selection)
     }
 

@@ -25,8 +25,8 @@ final class X11Connection {
     }
 
     /// A conversion we asked a guest owner for, for the client.
+    /// The conversion for `clientWants.first`, in flight.
     struct Fetch {
-        var type: VDAgentClipboardType
         var deadline: Int
         /// INCR in progress: what arrived so far.
         var incr: [UInt8]?
@@ -176,7 +176,8 @@ final class X11Connection {
         // The connection is dead: what the client was offered from it is gone.
         for (selection, s) in bothStates where s.offeredToClient { client?.withdraw(selection) }
         for (selection, s) in bothStates where s.fetch != nil || !s.clientWants.isEmpty {
-            for _ in 0..<(s.clientWants.count + (s.fetch != nil ? 1 : 0)) { client?.deliver(selection, type: .none, data: []) }
+            // A fetch in flight is for clientWants.first: one refusal per request.
+            for _ in s.clientWants { client?.deliver(selection, type: .none, data: []) }
         }
         // The Display is not closed: after an I/O error Xlib may still touch it; one leak per lost server.
     }
@@ -242,7 +243,11 @@ final class X11Connection {
             for selection in [VDAgentSelection.clipboard, .primary] where state(selection).clientTypes != nil {
                 handle(.released(selection))
             }
-            for selection in [VDAgentSelection.clipboard, .primary] { state(selection).clientWants = [] }
+            // Nothing is owed to the next client; a conversion still in flight answers nobody.
+            for selection in [VDAgentSelection.clipboard, .primary] {
+                state(selection).clientWants = []
+                state(selection).fetch = nil
+            }
         case .data(let selection, let type, let data):
             clientSent(selection, type: type, data: data)
         case .requests(let selection, let type):

@@ -90,7 +90,7 @@ public enum QEMUCommandLine {
         }
         if config.rootDisk != nil {
             // The overlay, not the cached image (DiskOverlay). cache=unsafe: the
-            // overlay is thrown away at the next `up`, so the guest's flushes
+            // overlay is deleted when QEMU exits, so the guest's flushes
             // would buy nothing but time; discard=unmap lets fstrim shrink it.
             args += [
                 "-drive", "file=\(state.diskOverlay),if=none,id=\(rootDiskID),format=qcow2,cache=unsafe,discard=unmap",

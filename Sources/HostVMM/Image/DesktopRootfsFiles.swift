@@ -33,19 +33,16 @@ enum DesktopRootfsFiles {
     /// TCO watchdog, drm, kvm) on q35.
     /// - virtio_blk, ext4, crc32c_generic: loaded by the initramfs already;
     ///   listed so that modprobe and udev see them as present.
-    /// - virtio_balloon, pvpanic, pvpanic_pci: hostvmm's devices.
-    /// - button, evdev: the ACPI power button, which logind turns into poweroff.
+    /// - GuestInitFiles' lists, as in the default guest: virtio_balloon, pvpanic and
+    ///   pvpanic_pci (hostvmm's devices); button and evdev (the ACPI power button, which
+    ///   logind turns into poweroff); virtio_input (keyboard, tablet, mouse); virtio_gpu
+    ///   (the display; drm and its helpers come with it).
     /// - autofs4, binfmt_misc: systemd's proc-sys-fs-binfmt_misc.automount.
     /// - configfs: sys-kernel-config.mount.
     /// - qemu_fw_cfg: /sys/firmware/qemu_fw_cfg.
     /// - virtio_rng: entropy once a virtio-rng device is added.
-    /// - virtio_input: the keyboard and tablet of `--inputs`.
-    /// - virtio_gpu: the display of `--display` (drm and its helpers come with it).
-    static let rootfsModules = [
-        "virtio_blk", "ext4", "crc32c_generic", "virtio_balloon", "pvpanic", "pvpanic_pci", "button", "evdev",
-        "autofs4", "binfmt_misc", "configfs", "qemu_fw_cfg", "virtio_rng", "virtio_input",
-        "virtio_gpu",
-    ]
+    static let rootfsModules = initramfsModules + GuestInitFiles.modules + GuestInitFiles.displayModules
+        + ["autofs4", "binfmt_misc", "configfs", "qemu_fw_cfg", "virtio_rng"]
 
     /// depmod's inputs besides the modules themselves.
     static let modulesMetadata = ["modules.builtin", "modules.builtin.modinfo", "modules.order"]

@@ -6,12 +6,12 @@ enum GuestInitFiles {
     /// Modules the embedded guest loads (with their dependencies).
     /// pvpanic/pvpanic-pci: panic reports; virtio_balloon: memory; button+evdev:
     /// the ACPI power button as an input event for acpid; virtio_input: the
-    /// keyboard and tablet of `--inputs` (vhost-user-input); virtio_gpu: the display
-    /// of `--display` (vhost-user-gpu; drm and its helpers come from modules.dep).
-    static let modules = ["virtio_balloon", "pvpanic", "pvpanic_pci", "button", "evdev", "virtio_input", "virtio_gpu"]
+    /// keyboard, tablet and mouse (vhost-user-input). Listed in /etc/modules.load.
+    static let modules = ["virtio_balloon", "pvpanic", "pvpanic_pci", "button", "evdev", "virtio_input"]
 
-    /// Of `modules`, those (with their dependencies) that rcS loads only when the VM has
-    /// a virtio-gpu (PCI 1af4:1050), listed in /etc/modules-display.load.
+    /// Loaded (with their dependencies, less what `modules` already loaded) only when the
+    /// VM has a virtio-gpu (PCI 1af4:1050), from /etc/modules-display.load: virtio_gpu,
+    /// with drm and its helpers from modules.dep.
     static let displayModules = ["virtio_gpu"]
 
     static let agentPath = "/sbin/guest-agent"

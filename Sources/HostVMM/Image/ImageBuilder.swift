@@ -77,7 +77,7 @@ public struct ImageBuilder {
         let resolver = ModuleResolver(
             modulesDep: try String(contentsOfFile: "\(modulesDir)/modules.dep", encoding: .utf8),
             modulesBuiltin: (try? String(contentsOfFile: "\(modulesDir)/modules.builtin", encoding: .utf8)) ?? "")
-        let baseOrder = try resolver.loadOrder(for: GuestInitFiles.modules.filter { !GuestInitFiles.displayModules.contains($0) })
+        let baseOrder = try resolver.loadOrder(for: GuestInitFiles.modules)
         // The display's modules (drm and its helpers, ~1.5 MB) load only when the VM has a
         // virtio-gpu (rcS checks the PCI ids): a 512 MiB guest without one keeps that memory.
         let displayOrder = try resolver.loadOrder(for: GuestInitFiles.displayModules).filter { !baseOrder.contains($0) }
@@ -152,7 +152,8 @@ public struct ImageBuilder {
         let sha = try HostTool.sha256sum.locate()
         let sums = try runTool([sha] + files)
             .split(separator: "\n").map { $0.split(separator: " ").first.map(String.init) ?? "" }
-        let description = ([Self.layoutVersion, kernel.packageName] + sums + GuestInitFiles.modules
+        let description = ([Self.layoutVersion, kernel.packageName] + sums + GuestInitFiles.modules + ["display:"]
+            + GuestInitFiles.displayModules
             + [GuestInitFiles.inittab, GuestInitFiles.rcS, GuestInitFiles.rcK, GuestInitFiles.powerButton,
                GuestInitFiles.osRelease])
             .joined(separator: "\n")

@@ -2,9 +2,9 @@ import Foundation
 
 /// Each VM's own writable view of a cached root disk: a qcow2 overlay in the
 /// VM's state directory whose backing file is the cached raw image, made
-/// fresh at every `hostvmm up` (the guest boots from the pristine image, like
-/// the default guest's initramfs). QEMU opens a backing file read-only, so
-/// the cache is never written.
+/// fresh at every `hostvmm up` and deleted when QEMU exits (the guest boots
+/// from the pristine image, like the default guest's initramfs). QEMU opens a
+/// backing file read-only, so the cache is never written.
 ///
 /// Chosen over a private copy, measured on this machine's ext4 (no reflink)
 /// with the 2 GiB desktop disk (~200 MB allocated): `qemu-img create -b`

@@ -109,7 +109,7 @@ extension VirtualMachine {
     static let agentNoticeEvents: Set<String> = ["guest-locked", "guest-lock-failed"]
 
     private func agentNotice(_ bytes: [UInt8]) {
-        guard case .object(let notice)? = try? JSONParser.parse(String(decoding: bytes, as: UTF8.self)),
+        guard case .object(let notice)? = try? JSONParser.parse(bytes),
               let name = notice["event"]?.stringValue, Self.agentNoticeEvents.contains(name)
         else {
             onLog("ignored a malformed notice from the guest agent (\(bytes.count) bytes)")

@@ -261,6 +261,8 @@ public final class VirtualMachine {
         stopDisplay()
         spice = nil
         stopInputs()
+        // The overlay holds everything the guest wrote, usually on a tmpfs: gone with the VM.
+        if config.rootDisk != nil { unlink(state.diskOverlay) }
         for l in listeners { l.close() }
         listeners = []
         control.closeAll()
