@@ -47,9 +47,18 @@ final class LineConnection {
     }
 
     func sendLine(_ value: JSONValue) {
+        send(Self.line(value))
+    }
+
+    /// `sendLine` with `descriptor` attached (see `send(_:passing:)`).
+    func sendLine(_ value: JSONValue, passing descriptor: Int32) -> Bool {
+        send(Self.line(value), passing: descriptor)
+    }
+
+    private static func line(_ value: JSONValue) -> [UInt8] {
         var bytes = JSONWriter.encode(value)
         bytes.append(0x0A)
-        send(bytes)
+        return bytes
     }
 
     /// Sends `bytes` with `descriptor` attached (SCM_RIGHTS), as QMP's `getfd` wants it.

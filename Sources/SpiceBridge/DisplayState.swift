@@ -26,8 +26,9 @@ final class DisplayState: @unchecked Sendable {
 
     private var queue: [Block] = []
     private var queuedBytes = 0
-    /// Every block not yet released: address -> pixel bytes.
+    /// Every block not yet released: address -> pixel bytes, and their sum.
     private var live: [UInt: Int] = [:]
+    private var liveBytes = 0
     private var cursorQueue: [Block] = []
     private var imageUnique: UInt64 = 0
     private var cursorUnique: UInt64 = 0
@@ -35,7 +36,8 @@ final class DisplayState: @unchecked Sendable {
     private var cursorVisible = false
     private var cursorX = 0
     private var cursorY = 0
-    var stats = SpiceDisplay.Stats()
+    /// The counters; the gauges (queued, outstanding) come from the state in `statsNow`.
+    private var counters = SpiceDisplay.Stats()
 
     init() {
         var q = QXLInstance()
@@ -63,11 +65,9 @@ final class DisplayState: @unchecked Sendable {
             for b in blocks {
                 queue.append(b)
                 queuedBytes += b.bytes
-                live[b.address] = b.bytes
-                stats.drawables += 1
-                stats.pixelBytesCopied += b.bytes
+                track(b)
+                counters.drawables += 1
             }
-            refreshCounters()
         }
     }
 
@@ -77,11 +77,10 @@ final class DisplayState: @unchecked Sendable {
         let taken: [Block]? = lock.withLock {
             guard queue.count + count > maxCount || queuedBytes + bytes > maxBytes else { return nil }
             let old = queue
-            for b in old { live[b.address] = nil }
+            for b in old { untrack(b.address) }
             queue.removeAll(keepingCapacity: true)
             queuedBytes = 0
-            stats.coalesced += 1
-            refreshCounters()
+            counters.coalesced += 1
             return old
         }
         guard let taken else { return nil }
@@ -93,26 +92,41 @@ final class DisplayState: @unchecked Sendable {
         _ = takeQueueIfOver(adding: Int.max / 2, bytes: 0, maxCount: 0, maxBytes: 0)
     }
 
-    private func refreshCounters() {
-        stats.queued = queue.count
-        stats.queuedBytes = queuedBytes
-        stats.outstanding = live.count
-        stats.outstandingBytes = live.values.reduce(0, +)
+    /// The display's counters and gauges now. Under `lock`.
+    var statsNow: SpiceDisplay.Stats {
+        var s = counters
+        s.queued = queue.count
+        s.queuedBytes = queuedBytes
+        s.outstanding = live.count
+        s.outstandingBytes = liveBytes
+        return s
+    }
+
+    private func track(_ b: Block) {
+        live[b.address] = b.bytes
+        liveBytes += b.bytes
+    }
+
+    /// False if `address` was not live.
+    @discardableResult
+    private func untrack(_ address: UInt) -> Bool {
+        guard let bytes = live.removeValue(forKey: address) else { return false }
+        liveBytes -= bytes
+        return true
     }
 
     // MARK: Cursor (producer side; spice.md §4.6)
 
     private static let cursorSet = 0, cursorMove = 1, cursorHide = 2
 
-    /// One block: [header | QXLCursorCmd | QXLCursor + pixels].
+    /// One block: [QXLCursorCmd | QXLCursor + pixels].
     private func makeCursorCommand(kind: Int) -> Block {
         let shape = kind == Self.cursorSet ? cursor : nil
         let pixelBytes = shape.map { $0.width * $0.height * 4 } ?? 0
-        let cmdAt = BlockLayout.header
+        let cmdAt = 0
         let cursorAt = (cmdAt + MemoryLayout<QXLCursorCmd>.size + 15) & ~15
         let size = cursorAt + MemoryLayout<QXLCursor>.size + pixelBytes
         let block = malloc(size)!
-        BlockLayout.writeHeader(block, bytes: pixelBytes)
         let cmd = (block + cmdAt).bindMemory(to: QXLCursorCmd.self, capacity: 1)
         cmd.initialize(to: QXLCursorCmd())
         cmd.pointee.release_info.id = BlockLayout.physical(block)
@@ -166,12 +180,10 @@ final class DisplayState: @unchecked Sendable {
                 superseded = cursorQueue
                 cursorQueue.removeAll()
             }
-            for b in superseded { live[b.address] = nil }
+            for b in superseded { untrack(b.address) }
             let b = makeCursorCommand(kind: kind)
             cursorQueue.append(b)
-            live[b.address] = b.bytes
-            stats.cursorCommands += 1
-            refreshCounters()
+            track(b)
         }
         for b in superseded { free(UnsafeMutableRawPointer(bitPattern: b.address)) }
     }
@@ -222,8 +234,7 @@ final class DisplayState: @unchecked Sendable {
                 guard !queue.isEmpty else { return false }
                 b = queue.removeFirst()
                 queuedBytes -= b.bytes
-                stats.fetched += 1
-                refreshCounters()
+                counters.fetched += 1
             }
             ext.pointee = QXLCommandExt()
             ext.pointee.cmd.data = b.command
@@ -242,9 +253,8 @@ final class DisplayState: @unchecked Sendable {
     fileprivate func release(_ id: UInt64) {
         guard let block = UnsafeMutableRawPointer(bitPattern: UInt(id)) else { return }
         let known: Bool = lock.withLock {
-            guard live.removeValue(forKey: UInt(id)) != nil else { return false }
-            stats.released += 1
-            refreshCounters()
+            guard untrack(UInt(id)) else { return false }
+            counters.released += 1
             return true
         }
         if known { free(block) }
@@ -255,10 +265,10 @@ final class DisplayState: @unchecked Sendable {
         let blocks: [UInt] = lock.withLock {
             let all = Array(live.keys)
             live.removeAll()
+            liveBytes = 0
             queue.removeAll()
             cursorQueue.removeAll()
             queuedBytes = 0
-            refreshCounters()
             return all
         }
         for a in blocks { free(UnsafeMutableRawPointer(bitPattern: a)) }
@@ -280,7 +290,6 @@ final class DisplayState: @unchecked Sendable {
             monitors.append(SpiceMonitorConfig(x: m.x, y: m.y, width: m.width, height: m.height, depth: m.depth))
         }
         let handler: (([SpiceMonitorConfig]) -> Void)? = lock.withLock {
-            stats.monitorsConfigs += 1
             return monitorsHandler
         }
         guard let handler else { return 0 }

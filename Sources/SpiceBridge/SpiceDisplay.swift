@@ -46,9 +46,6 @@ public final class SpiceDisplay: @unchecked Sendable {
         /// Allocated and not yet released (queued + held by the server).
         public var outstanding = 0
         public var outstandingBytes = 0
-        public var pixelBytesCopied = 0
-        public var cursorCommands = 0
-        public var monitorsConfigs = 0
     }
 
     private let state: DisplayState
@@ -196,17 +193,16 @@ public final class SpiceDisplay: @unchecked Sendable {
         return rects
     }
 
-    /// One block: [header | QXLDrawable | QXLImage | pixels]. release_info.id is
+    /// One block: [QXLDrawable | QXLImage | pixels] (DisplayState keeps each block's size). release_info.id is
     /// the block's address; release_resource frees it (spice.md §4.3-4.4).
     private func makeDrawable(rect: SpiceRect, from fb: SpiceFramebuffer) -> DisplayState.Block {
         let rowBytes = rect.width * 4
         let pixelBytes = rowBytes * rect.height
-        let drawableAt = BlockLayout.header
+        let drawableAt = 0
         let imageAt = (drawableAt + MemoryLayout<QXLDrawable>.size + 15) & ~15
         let pixelsAt = (imageAt + MemoryLayout<QXLImage>.size + 63) & ~63
         let size = pixelsAt + pixelBytes
         let block = malloc(size)!
-        BlockLayout.writeHeader(block, bytes: pixelBytes)
         let pixels = block + pixelsAt
         var src = fb.pixels + rect.y * fb.stride + rect.x * 4
         var dst = pixels
@@ -288,7 +284,7 @@ public final class SpiceDisplay: @unchecked Sendable {
         spice_qxl_wakeup(state.instance)
     }
 
-    public var stats: Stats { state.lock.withLock { state.stats } }
+    public var stats: Stats { state.lock.withLock { state.statsNow } }
 
     /// Unregisters the display (loop thread): the worker thread stops and every
     /// drawable it still held is freed. Safe to call twice.
@@ -323,16 +319,8 @@ struct CursorShape {
     var argb: [UInt32]
 }
 
-/// The header every allocated command block starts with: its pixel bytes, for the counters.
+/// Addresses inside the command blocks SpiceDisplay allocates.
 enum BlockLayout {
-    static let header = 16
-
-    static func writeHeader(_ block: UnsafeMutableRawPointer, bytes: Int) {
-        block.storeBytes(of: UInt64(bytes), as: UInt64.self)
-    }
-
-    static func bytes(_ block: UnsafeMutableRawPointer) -> Int { Int(block.load(as: UInt64.self)) }
-
     /// QXLPHYSICAL of a host pointer, valid through memslot 0 (top 16 bits clear on x86-64/arm64).
     static func physical(_ p: UnsafeMutableRawPointer) -> UInt64 { UInt64(UInt(bitPattern: p)) }
 }

@@ -56,8 +56,6 @@ public enum SpiceMouseEvent: Sendable, Equatable {
 
 /// Absolute pointer events (client mouse mode), in primary-surface pixels.
 public enum SpiceTabletEvent: Sendable, Equatable {
-    /// The coordinate range: positions are 0..<width, 0..<height (the primary's size).
-    case logicalSize(width: Int32, height: Int32)
     case position(x: Int32, y: Int32, buttons: MouseButtons)
     case wheel(Int32, buttons: MouseButtons)
     case buttons(MouseButtons)
@@ -139,7 +137,6 @@ public final class SpiceInputs {
         if server != nil { spice_server_kbd_leds(keyboard, Int32(new.rawValue)) }
     }
 
-    public var currentLEDs: KeyboardLEDs { leds }
 
     /// Adds or removes the tablet, as QEMU does when the guest's pointer
     /// switches between absolute and relative (spice.md §5.3). Loop thread.
@@ -198,7 +195,6 @@ public final class SpiceInputs {
             // QEMU keeps at least 16 so that scaling never divides by (almost) nothing.
             let size = (max(w, 16), max(h, 16))
             me.logicalSize = size
-            me.onTablet(.logicalSize(width: size.0, height: size.1))
         }
         p.pointee.position = { sin, x, y, buttons in
             owner(sin)?.onTablet(.position(x: x, y: y, buttons: MouseButtons(rawValue: buttons)))

@@ -11,12 +11,6 @@ public struct GuestAddress: Hashable, Comparable, Sendable, CustomStringConverti
     public init(_ raw: UInt64) { self.raw = raw }
     public static func < (a: GuestAddress, b: GuestAddress) -> Bool { a.raw < b.raw }
     public var description: String { "0x" + String(raw, radix: 16) }
-
-    /// `self + offset`, or nil on overflow.
-    public func adding(_ offset: UInt64) -> GuestAddress? {
-        let (sum, overflow) = raw.addingReportingOverflow(offset)
-        return overflow ? nil : GuestAddress(sum)
-    }
 }
 
 /// One region of the vhost-user memory table (vhost-user.rst, "Memory region description").
@@ -90,8 +84,6 @@ public final class GuestMemory: @unchecked Sendable {
     }
 
     private let regions: [Region]
-
-    public var regionSpecs: [MemoryRegionSpec] { regions.map(\.spec) }
 
     /// Maps each region of `table` from its fd (MAP_SHARED, read/write).
     /// - Throws: `GuestMemoryError` if a region is empty, overflows, overlaps

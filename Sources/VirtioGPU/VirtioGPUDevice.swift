@@ -127,7 +127,6 @@ public final class VirtioGPUDevice: VirtioDeviceBackend, VhostUserDeviceRequests
     var hostBytes = 0
     var scanoutResource: UInt32?
     var scanoutRect = GPURect(x: 0, y: 0, width: 0, height: 0)
-    var eventsRead: UInt32 = 0
     /// Our end of QEMU's vhost-user-gpu socketpair. Held open and unused: we
     /// show frames through SPICE, not QEMU's display, and QEMU waits for nothing
     /// on it; closing it would make QEMU's reader spin on EOF.
@@ -166,19 +165,13 @@ public final class VirtioGPUDevice: VirtioDeviceBackend, VhostUserDeviceRequests
 
     public func readConfig(offset: Int, count: Int) -> [UInt8] {
         var c = [UInt8](repeating: 0, count: VirtioGPU.configSize)
-        c.putU32(eventsRead, at: 0)
-        c.putU32(1, at: 8)  // num_scanouts
+        c.putU32(1, at: 8)  // num_scanouts; events_read stays 0: QEMU keeps its own (see above)
         return Array(c[offset..<(offset + count)])
     }
 
-    public func writeConfig(offset: Int, bytes: [UInt8]) {
-        // Only events_clear (4..<8) is writable: it clears bits of events_read.
-        var clear: UInt32 = 0
-        for (i, b) in bytes.enumerated() where (4..<8).contains(offset + i) {
-            clear |= UInt32(b) << (8 * UInt32(offset + i - 4))
-        }
-        eventsRead &= ~clear
-    }
+    /// Only events_clear is writable, and we never raise an event to clear: QEMU keeps
+    /// events_read for vhost-user-gpu and clears it itself.
+    public func writeConfig(offset: Int, bytes: [UInt8]) {}
 
     public func queueNotified(_ index: Int) {
         switch index {
@@ -193,7 +186,6 @@ public final class VirtioGPUDevice: VirtioDeviceBackend, VhostUserDeviceRequests
         hostBytes = 0
         scanoutResource = nil
         scanoutRect = GPURect(x: 0, y: 0, width: 0, height: 0)
-        eventsRead = 0
         refreshStats()
     }
 

@@ -27,9 +27,6 @@ public enum LinuxInput {
 
     /// KEY_ESC (1) ... KEY_MICMUTE and friends: the keyboard range below the buttons (BTN_MISC = 0x100).
     public static let keyboardKeys: ClosedRange<UInt16> = 1...0xff
-
-    public static let keyA: UInt16 = 30
-    public static let keyCapsLock: UInt16 = 58
 }
 
 /// One virtio_input_event (§5.8.6): type, code, value; little-endian, 8 bytes.

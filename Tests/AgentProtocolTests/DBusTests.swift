@@ -87,5 +87,11 @@ import Testing
         #expect(DBusAuth.start(uid: 1000) == [0] + Array("AUTH EXTERNAL 31303030\r\n".utf8))
         #expect(DBusAuth.parse("OK 1234abcd") == .ok(guid: "1234abcd"))
         #expect(DBusAuth.parse("REJECTED EXTERNAL") == .rejected("REJECTED EXTERNAL"))
+        // Taken off a buffer: nothing until the LF, then the line without CR, the rest kept.
+        var buffer = Array("OK 1234ab".utf8)
+        #expect(DBusAuth.takeReply(from: &buffer) == nil && buffer.count == 9)
+        buffer += Array("cd\r\nl\u{1}".utf8)
+        #expect(DBusAuth.takeReply(from: &buffer) == .ok(guid: "1234abcd"))
+        #expect(buffer == [0x6C, 0x01])
     }
 }

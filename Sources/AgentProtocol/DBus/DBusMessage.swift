@@ -81,6 +81,13 @@ public struct DBusMessage: Sendable, Equatable {
     }
 
     /// Decodes the first message of `bytes`; nil until all of it has arrived.
+    /// Takes the first message off the front of `buffer`; nil while it has not all arrived.
+    public static func takeNext(from buffer: inout [UInt8]) throws(DBusError) -> DBusMessage? {
+        guard let (message, consumed) = try decode(buffer[...]) else { return nil }
+        buffer.removeFirst(consumed)
+        return message
+    }
+
     public static func decode(_ bytes: ArraySlice<UInt8>) throws(DBusError) -> (DBusMessage, consumed: Int)? {
         guard let total = try frameLength(bytes), bytes.count >= total else { return nil }
         let message = bytes.prefix(total)
@@ -135,5 +142,15 @@ public enum DBusAuth {
     public static func parse(_ line: String) -> Reply {
         if line.hasPrefix("OK ") { return .ok(guid: String(line.dropFirst(3))) }
         return .rejected(line)
+    }
+
+    /// Takes the server's reply line off the front of `buffer` and parses it; nil
+    /// while the line has not all arrived.
+    public static func takeReply(from buffer: inout [UInt8]) -> Reply? {
+        guard let end = buffer.firstIndex(of: 0x0A) else { return nil }
+        var line = buffer[..<end]
+        while let last = line.last, last == 0x0D || last == 0x20 { line = line.dropLast() }
+        buffer.removeFirst(end + 1)
+        return parse(String(decoding: line, as: UTF8.self))
     }
 }

@@ -14,11 +14,6 @@ public enum HostNotice {
 
     /// The bytes the guest agent writes: one chunk on the server port.
     public static func encode(json: [UInt8]) -> [UInt8] {
-        var message: [UInt8] = []
-        message.appendLE(VDAgent.protocolVersion)
-        message.appendLE(messageType)
-        message += [UInt8](repeating: 0, count: 8)
-        message.appendLE(UInt32(json.count))
-        return VDAgentWriter.chunks(message + json, port: .server)
+        VDAgentWriter.chunks(VDAgentWriter.message(rawType: messageType, json), port: .server)
     }
 }

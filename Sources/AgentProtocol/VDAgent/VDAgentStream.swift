@@ -126,10 +126,15 @@ public struct VDAgentReader: Sendable {
 public enum VDAgentWriter {
     /// The 20-byte message header and payload.
     public static func message(_ type: VDAgentMessageType, _ payload: [UInt8]) -> [UInt8] {
+        message(rawType: type.rawValue, payload)
+    }
+
+    /// The same for a type spice does not define (our HostNotice).
+    public static func message(rawType: UInt32, _ payload: [UInt8]) -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(VDAgent.messageHeaderSize + payload.count)
         out.appendLE(VDAgent.protocolVersion)
-        out.appendLE(type.rawValue)
+        out.appendLE(rawType)
         out += [UInt8](repeating: 0, count: 8)
         out.appendLE(UInt32(payload.count))
         return out + payload

@@ -90,11 +90,12 @@ final class SystemBus {
     private func authenticate() throws(Failure) {
         try send(DBusAuth.start(uid: getuid()))
         let deadline = Self.nowMs() + Int64(timeoutMs)
-        while !buffer.contains(0x0A) { try readMore(until: deadline, what: "authentication") }
-        let end = buffer.firstIndex(of: 0x0A)!
-        let line = String(decoding: buffer[..<end], as: UTF8.self).trimmingSpaces()
-        buffer.removeFirst(end + 1)
-        guard case .ok = DBusAuth.parse(line) else { throw .protocolError("authentication refused: \(line)") }
+        var reply = DBusAuth.takeReply(from: &buffer)
+        while reply == nil {
+            try readMore(until: deadline, what: "authentication")
+            reply = DBusAuth.takeReply(from: &buffer)
+        }
+        if case .rejected(let line)? = reply { throw .protocolError("authentication refused: \(line)") }
         try send(DBusAuth.begin)
     }
 
@@ -109,15 +110,12 @@ final class SystemBus {
                                         member: member, arguments).encode())
         let deadline = Self.nowMs() + Int64(timeoutMs)
         while true {
-            let decoded: (DBusMessage, consumed: Int)?
-            do { decoded = try DBusMessage.decode(buffer[...]) } catch {
-                throw .protocolError("\(error)")
-            }
-            guard let (message, consumed) = decoded else {
+            let next: DBusMessage?
+            do { next = try DBusMessage.takeNext(from: &buffer) } catch { throw .protocolError("\(error)") }
+            guard let message = next else {
                 try readMore(until: deadline, what: "\(interface).\(member)")
                 continue
             }
-            buffer.removeFirst(consumed)
             guard message.replySerial == mine else { continue }  // a signal or someone else's traffic
             if message.kind == .error {
                 throw .remote(name: message.errorName ?? "unknown error", text: message.body.first?.stringValue ?? "")

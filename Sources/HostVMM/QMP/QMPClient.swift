@@ -78,25 +78,25 @@ final class QMPClient {
             completion(.failure(QMPError(errorClass: "GenericError", desc: "QMP is not ready")))
             return
         }
-        let id = "hostvmm-\(nextID)"
-        nextID += 1
-        let msg: JSONValue = .object(["execute": "getfd", "id": .string(id), "arguments": .object(["fdname": .string(name)])])
-        var bytes = JSONWriter.encode(msg)
-        bytes.append(0x0A)
-        guard connection.send(bytes, passing: descriptor) else {
-            completion(.failure(QMPError(errorClass: "GenericError", desc: "could not pass the descriptor to QEMU")))
-            return
-        }
-        inFlight[id] = completion
+        send("getfd", ["fdname": .string(name)], completion, passing: descriptor)
     }
 
-    private func send(_ command: String, _ arguments: JSONObject, _ completion: @escaping Completion) {
+    /// With `descriptor`, the line carries it (SCM_RIGHTS); if that cannot be sent, `completion` fails now.
+    private func send(_ command: String, _ arguments: JSONObject, _ completion: @escaping Completion,
+                      passing descriptor: Int32? = nil) {
         let id = "hostvmm-\(nextID)"
         nextID += 1
-        inFlight[id] = completion
         var msg: JSONObject = ["execute": .string(command), "id": .string(id)]
         if !arguments.isEmpty { msg["arguments"] = .object(arguments) }
-        connection.sendLine(.object(msg))
+        if let descriptor {
+            guard connection.sendLine(.object(msg), passing: descriptor) else {
+                completion(.failure(QMPError(errorClass: "GenericError", desc: "could not pass the descriptor to QEMU")))
+                return
+            }
+        } else {
+            connection.sendLine(.object(msg))
+        }
+        inFlight[id] = completion
     }
 
     private func handle(_ output: LineFramer.Output) {

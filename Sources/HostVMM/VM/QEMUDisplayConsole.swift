@@ -1,5 +1,4 @@
 import AgentProtocol
-import Foundation
 import LinuxSystem
 #if canImport(Glibc)
 import Glibc
@@ -88,10 +87,8 @@ final class QEMUDisplayConsole {
         buffer += bytes
         guard buffer.count <= Self.maxBuffered else { return fail("more than 1 MiB unparsed from QEMU's D-Bus display") }
         if state == .authenticating {
-            guard let end = buffer.firstIndex(of: 0x0A) else { return }
-            let line = String(decoding: buffer[..<end], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-            buffer.removeFirst(end + 1)
-            guard case .ok = DBusAuth.parse(line) else { return fail("QEMU's D-Bus display refused us: \(line)") }
+            guard let reply = DBusAuth.takeReply(from: &buffer) else { return }
+            if case .rejected(let line) = reply { return fail("QEMU's D-Bus display refused us: \(line)") }
             connection.send(DBusAuth.begin)
             state = .ready
             if let size = pendingSize {
@@ -100,10 +97,9 @@ final class QEMUDisplayConsole {
             }
         }
         while state == .ready {
-            let decoded: (DBusMessage, consumed: Int)?
-            do { decoded = try DBusMessage.decode(buffer[...]) } catch { return fail("from QEMU's D-Bus display: \(error)") }
-            guard let (message, consumed) = decoded else { return }
-            buffer.removeFirst(consumed)
+            let next: DBusMessage?
+            do { next = try DBusMessage.takeNext(from: &buffer) } catch { return fail("from QEMU's D-Bus display: \(error)") }
+            guard let message = next else { return }
             // Only our calls' replies matter; QEMU sends nothing else on a connection
             // that registered no listener.
             guard let replyTo = message.replySerial, let size = inFlight.removeValue(forKey: replyTo) else { continue }

@@ -20,34 +20,30 @@ extension VirtualMachine {
         // Each pointer device has its own button state in the guest.
         var tabletButtons: MouseButtons = []
         var mouseButtons: MouseButtons = []
-        func press(_ new: MouseButtons) {
-            for change in new.linuxChanges(from: tabletButtons) { tablet.button(change.code, pressed: change.pressed) }
-            tabletButtons = new
-        }
-        func pressMouse(_ new: MouseButtons) {
-            for change in new.linuxChanges(from: mouseButtons) { mouse.button(change.code, pressed: change.pressed) }
-            mouseButtons = new
+        /// Sends `device` the button changes from `old` to `new`; most events change none.
+        func sync(_ new: MouseButtons, _ old: inout MouseButtons, on device: VirtioInputDevice) {
+            guard new != old else { return }
+            for change in new.linuxChanges(from: old) { device.button(change.code, pressed: change.pressed) }
+            old = new
         }
         channel.onKey = { key in
             if key.pressed { keyboard.press(linuxKeyCode: key.code) } else { keyboard.release(linuxKeyCode: key.code) }
         }
         channel.onTablet = { [unowned channel] event in
             switch event {
-            case .logicalSize:
-                // Read from the channel at each position: spice-server may set it while
-                // SpiceInputs registers the tablet, before this closure exists.
-                break
             case .position(let x, let y, let newButtons):
+                // The size from the channel: spice-server may set it while SpiceInputs
+                // registers the tablet, before this closure exists.
                 let size = channel.logicalSize ?? (0, 0)
                 tablet.move(x: Self.tabletCoordinate(x, extent: size.width),
                             y: Self.tabletCoordinate(y, extent: size.height))
-                press(newButtons)
+                sync(newButtons, &tabletButtons, on: tablet)
             case .wheel(let motion, let newButtons):
                 // SPICE counts wheel steps down as positive; Linux's REL_WHEEL counts up.
                 tablet.scroll(vertical: -motion)
-                press(newButtons)
+                sync(newButtons, &tabletButtons, on: tablet)
             case .buttons(let newButtons):
-                press(newButtons)
+                sync(newButtons, &tabletButtons, on: tablet)
             }
         }
         channel.onMouse = { event in
@@ -55,9 +51,9 @@ extension VirtualMachine {
             case .motion(let dx, let dy, let wheel, let newButtons):
                 mouse.moveRelative(dx: dx, dy: dy)
                 if wheel != 0 { mouse.scroll(vertical: -wheel) }  // SPICE: +1 is down; Linux: up
-                pressMouse(newButtons)
+                sync(newButtons, &mouseButtons, on: mouse)
             case .buttons(let newButtons):
-                pressMouse(newButtons)
+                sync(newButtons, &mouseButtons, on: mouse)
             }
         }
         spiceInputs = channel

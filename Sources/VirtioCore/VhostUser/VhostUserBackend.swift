@@ -131,10 +131,9 @@ public final class VhostUserBackend: VirtioQueueAccess {
     }
 
     private func disconnect() {
-        guard let ch = channel else { return }
+        guard channel != nil else { return }
         if let w = channelWatch { loop.remove(w) }
         channelWatch = nil
-        _ = ch
         channel = nil  // closes the socket
         for i in vrings.indices {
             stopRing(i)
