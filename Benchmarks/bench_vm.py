@@ -3,11 +3,13 @@ import base64
 import json
 import os
 import subprocess
+import time
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# The newer of the release and debug builds: a stale release build lacks what the benchmark uses.
-HOSTVMM = max((p for p in (f"{ROOT}/.build/release/hostvmm", f"{ROOT}/.build/debug/hostvmm") if os.access(p, os.X_OK)),
+# HOSTVMM=path, else the newer of the release and debug builds: a stale release build lacks
+# what the benchmark uses.
+HOSTVMM = os.environ.get("HOSTVMM") or max((p for p in (f"{ROOT}/.build/release/hostvmm", f"{ROOT}/.build/debug/hostvmm") if os.access(p, os.X_OK)),
               key=os.path.getmtime)
 
 
@@ -27,14 +29,17 @@ class BenchVM:
     def agent(self, request):
         return json.loads(self.cli("agent", self.name, json.dumps(request)))
 
-    def guest_run(self, command):
-        """Runs a shell command in the guest; returns its output once it exits."""
+    def guest_run(self, command, timeout=600):
+        """Runs a shell command in the guest; returns its output once it exits (at most `timeout` s)."""
         pid = self.agent({"execute": "guest-exec", "arguments": {"path": "/bin/sh", "arg": ["-c", command],
                                                                   "capture-output": True}})["return"]["pid"]
-        while True:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
             st = self.agent({"execute": "guest-exec-status", "arguments": {"pid": pid}})["return"]
             if st["exited"]:
                 return base64.b64decode(st.get("out-data", "")).decode().strip()
+            time.sleep(0.05)
+        raise SystemExit(f"guest command did not finish within {timeout} s: {command}")
 
     def close(self):
         subprocess.run([HOSTVMM, "down", self.name], env=self.env, stdout=subprocess.DEVNULL)

@@ -9,7 +9,7 @@
 ///   header with protocol 1 and no more than that one message (spice-server
 ///   reads one message per chunk), and clipboard messages must be long enough
 ///   for what spice-gtk reads of them; chunks continuing a message stream through
-///   without being held, so a 100 MiB clipboard costs no copy here.
+///   without being held; a read wholly inside such a chunk passes without a copy.
 /// - server port (2): our notices come out; other chunks pass (spice-server
 ///   discards them itself).
 /// - any other port: dropped.
@@ -48,6 +48,12 @@ public struct GuestStreamFilter: Sendable {
 
     public mutating func feed(_ bytes: [UInt8]) -> Output {
         var out = Output()
+        // A large transfer's usual read: all of it inside a chunk already judged. No copy.
+        if pending.isEmpty && streaming >= bytes.count {
+            streaming -= bytes.count
+            if !streamingDrops { out.passThrough = bytes }
+            return out
+        }
         pending += bytes
         let c = VDAgent.chunkHeaderSize
         while !pending.isEmpty {
