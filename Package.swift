@@ -29,7 +29,11 @@ let package = Package(
         // libspice-server (Debian libspice-server-dev).
         .systemLibrary(name: "CSpiceServer", pkgConfig: "spice-server", providers: [.apt(["libspice-server-dev"])]),
         // The SPICE server embedded in hostvmm: core interface on our event loop, agent char device.
-        .target(name: "SpiceBridge", dependencies: ["CSpiceServer", "AgentProtocol", "LinuxSystem"]),
+        // Run path: scripts/build-spice-server.sh installs Debian's libspice-server, rebuilt with
+        // a fix for a crash when a client leaves during display setup, in /usr/local/lib/hostvmm;
+        // without it the loader falls back to the system copy (SpiceServer.library says which).
+        .target(name: "SpiceBridge", dependencies: ["CSpiceServer", "AgentProtocol", "LinuxSystem", "CLinuxSupport"],
+                linkerSettings: [.unsafeFlags(["-Xlinker", "-rpath", "-Xlinker", "/usr/local/lib/hostvmm"])]),
         // Guest panics: event decoding, policy, crash bundles. Knows nothing of QMP's transport.
         .target(name: "pvpanic", dependencies: ["AgentProtocol"]),
         // Guest memory, split virtqueues and the vhost-user backend (issue #7). Standard library + LinuxSystem only.

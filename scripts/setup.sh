@@ -60,3 +60,11 @@ fi
 systemctl disable --now qemu-guest-agent >/dev/null 2>&1 || true
 
 log "qemu: $(qemu-system-x86_64 --version | head -1)"
+
+# Debian's libspice-server rebuilt with the fix for a crash when a SPICE client leaves
+# while its display channel starts (scripts/build-spice-server.sh says why). hostvmm
+# still runs without it, on the system copy, and says so; the tests fail.
+if ! bash "$(dirname "$0")/build-spice-server.sh"; then
+    log "WARNING: could not build the fixed libspice-server; hostvmm will use Debian's," \
+        "which crashes when a client leaves during display setup"
+fi

@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include "CLinuxSupport.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -145,4 +146,10 @@ ssize_t clinux_send_with_fds(int sock, const void *buf, size_t len, const int *f
 
 int clinux_memfd_create(const char *name, unsigned int flags) {
     return (int)syscall(SYS_memfd_create, name, flags);
+}
+
+const char *clinux_shared_object_path(const void *address) {
+    Dl_info info;
+    if (dladdr(address, &info) == 0) return NULL;
+    return info.dli_fname;
 }

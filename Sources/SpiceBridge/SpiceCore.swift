@@ -62,6 +62,10 @@ enum SpiceCore {
             return
         }
         w.handle = try? loop.watch(fd: w.fd, events: events(w.mask)) { [unowned w] ready in
+            // Held strongly for the whole call: a callback that hits a dead peer removes
+            // its own watch (watch_remove releases the server's box at once on this
+            // thread), and the `removed` check below must still read a live object.
+            let w = w
             // One event bit per call, as the interface expects; errors count as readable.
             if ready.contains(.write) && w.mask & SPICE_WATCH_EVENT_WRITE != 0 {
                 w.callback(w.fd, SPICE_WATCH_EVENT_WRITE, w.opaque)
@@ -90,6 +94,7 @@ enum SpiceCore {
             onLoop {
                 loop?.cancel(t.handle)
                 t.handle = loop?.schedule(afterMilliseconds: UInt64(ms)) { [unowned t] in
+                    let t = t  // alive through the callback, which may remove its own timer
                     t.handle = nil
                     t.callback(t.opaque)
                 }

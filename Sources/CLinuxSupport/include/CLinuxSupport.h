@@ -19,6 +19,10 @@ enum {
 /// ioctl(2) with a pointer argument (ioctl is variadic, which Swift cannot call).
 int clinux_ioctl_pointer(int fd, unsigned long request, void *argument);
 
+/// The path of the shared object (or executable) that contains `address`, as the
+/// loader opened it (dladdr(3), a GNU extension Swift's Glibc module leaves out); NULL if none.
+const char *clinux_shared_object_path(const void *address);
+
 /// pidfd_open(2): a file descriptor that becomes readable when `pid` exits.
 int clinux_pidfd_open(pid_t pid);
 

@@ -102,6 +102,11 @@ extension VirtualMachine {
         spice = server
         onLog("SPICE \(SpiceServer.version) listening: \(spiceURI(includePassword: false))"
               + (setup.insecure ? " (no ticket: --spice-insecure)" : "; 'hostvmm spice \(config.name)' prints the URI with its ticket"))
+        let library = SpiceLibrary.loaded
+        if !library.isFixedBuild {
+            onLog("SPICE warning: \(library.path) is Debian's build, in which a client that leaves while its display "
+                  + "channel starts crashes hostvmm; scripts/setup.sh builds the fixed one into \(SpiceLibrary.fixedBuildDirectory)")
+        }
     }
 
     /// Events our guest agent may report (HostNotice); anything else it sends is
@@ -142,6 +147,7 @@ extension VirtualMachine {
         var info: JSONObject = [
             "enabled": true, "uri": .string(spiceURI(includePassword: true)),
             "ticket": .bool(spice.config.access != .insecure), "agent-attached": .bool(spice.agentAttached),
+            "library": .string(SpiceLibrary.loaded.path), "library-fixed": .bool(SpiceLibrary.loaded.isFixedBuild),
         ]
         switch spice.config.listen {
         case .tcp(let address, let port):

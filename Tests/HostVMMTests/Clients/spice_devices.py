@@ -20,12 +20,16 @@ Usage:
                                        "resize W H SECONDS" when the primary surface of that size arrives
   spice_devices.py URI cursor          prints "cursor W H HX HY PIXEL0" for each cursor shape and
                                        "move X Y" for moves, until killed
+  spice_devices.py URI leave-early      exits (os._exit, no goodbye) the moment the display channel is
+                                       linked, while the server is still starting that channel; prints
+                                       "left". Debian's spice-server 0.15.1 dies of this (README)
   spice_devices.py URI watch SECONDS   display stream: reads pixel (0,0) on each invalidate and prints
                                        "frame N T" when its value N (B + G<<8 + R<<16) changes, T being
                                        CLOCK_MONOTONIC seconds; then "frames K"
 Run with Debian's /usr/bin/python3 (it has gi; see ../shared/docs/spice.md §10).
 """
 import ctypes
+import os
 import sys
 import time
 
@@ -203,6 +207,9 @@ def main():
                      SpiceClientGLib.ChannelEvent.CLOSED):
             fail(f"{type(channel).__name__} {event.value_nick}")
         elif event == SpiceClientGLib.ChannelEvent.OPENED:
+            if mode == "leave-early" and isinstance(channel, SpiceClientGLib.DisplayChannel):
+                say("left")
+                os._exit(0)
             opened.add(type(channel).__name__)
             maybe_start()
 

@@ -52,8 +52,21 @@ final class BootedVM {
     /// A raw QGA request through `hostvmm agent`, parsed.
     func agent(_ request: String) throws -> JSONValue {
         let r = try cli(["agent", name, request])
-        guard let reply = try? JSONParser.parse(r.output) else { throw TestFailure("not JSON: \(r.output)") }
+        guard let reply = try? JSONParser.parse(r.output) else {
+            if r.output.contains("is not running") { throw TestFailure("\(r.output)\n\(postMortem())") }
+            throw TestFailure("not JSON: \(r.output)")
+        }
         return reply
+    }
+
+    /// What a VM that went away left behind: how `hostvmm up` ended, its last
+    /// lines, and the tails of the console and QEMU logs.
+    func postMortem() -> String {
+        let ended = up.waitForExit(timeout: 5, killingIfRunning: false).map { "\($0)" } ?? "still running"
+        let console = (try? String(contentsOfFile: "\(stateDir)/console.log", encoding: .utf8)) ?? "(none)"
+        let qemuLog = (try? String(contentsOfFile: "\(stateDir)/qemu.log", encoding: .utf8)) ?? "(none)"
+        return "--- hostvmm up (\(ended)) ---\n\(up.output.suffix(40).joined(separator: "\n"))\n"
+            + "--- console ---\n\(console.suffix(2500))\n--- qemu.log ---\n\(qemuLog.suffix(1500))"
     }
 
     /// Runs a shell command in the guest with guest-exec (fire and forget).

@@ -89,8 +89,8 @@ final class WatchedProcess: @unchecked Sendable {
     func signal(_ sig: Int32) { kill(pid, sig) }
 
     /// Waits for exit (and the end of its output) within `timeout`; nil if it
-    /// is still running, in which case it is killed.
-    func waitForExit(timeout: TimeInterval) -> ExitStatus? {
+    /// is still running, in which case it is killed unless `killingIfRunning` is false.
+    func waitForExit(timeout: TimeInterval, killingIfRunning: Bool = true) -> ExitStatus? {
         let deadline = Date().addingTimeInterval(timeout)
         let result: ExitStatus? = condition.withLock {
             while status == nil || openStreams > 0 {
@@ -98,7 +98,7 @@ final class WatchedProcess: @unchecked Sendable {
             }
             return status
         }
-        if result == nil { kill(pid, SIGKILL) }
+        if result == nil && killingIfRunning { kill(pid, SIGKILL) }
         return result
     }
 
