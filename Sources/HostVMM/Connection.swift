@@ -69,7 +69,7 @@ final class LineConnection {
         guard !isClosed, outbox.isEmpty else { return false }
         var fds = [descriptor]
         let n = bytes.withUnsafeBytes { raw in
-            Syscall.retrying { clinux_send_with_fds(fd, raw.baseAddress, raw.count, &fds, 1) }
+            clinux_send_with_fds(fd, raw.baseAddress, raw.count, &fds, 1)  // retries EINTR itself
         }
         guard n > 0 else { return false }
         if n < bytes.count { send(Array(bytes[n...])) }  // the descriptor went with the first byte

@@ -30,7 +30,6 @@ final class DisplayState: @unchecked Sendable {
     private var live: [UInt: Int] = [:]
     private var liveBytes = 0
     private var cursorQueue: [Block] = []
-    private var imageUnique: UInt64 = 0
     private var cursorUnique: UInt64 = 0
     private var cursor: CursorShape?
     private var cursorVisible = false
@@ -51,13 +50,6 @@ final class DisplayState: @unchecked Sendable {
         InstanceContext.deallocate(instance)
     }
 
-    func nextImageUnique() -> UInt64 {
-        lock.withLock {
-            imageUnique &+= 1
-            return imageUnique & 0xFFFF_FFFF
-        }
-    }
-
     // MARK: Producer side
 
     func enqueue(_ blocks: [Block]) {
@@ -76,20 +68,26 @@ final class DisplayState: @unchecked Sendable {
     func takeQueueIfOver(adding count: Int, bytes: Int, maxCount: Int, maxBytes: Int) -> [SpiceRect]? {
         let taken: [Block]? = lock.withLock {
             guard queue.count + count > maxCount || queuedBytes + bytes > maxBytes else { return nil }
-            let old = queue
-            for b in old { untrack(b.address) }
-            queue.removeAll(keepingCapacity: true)
-            queuedBytes = 0
             counters.coalesced += 1
-            return old
+            return takeQueueLocked()
         }
         guard let taken else { return nil }
         for b in taken { free(UnsafeMutableRawPointer(bitPattern: b.address)) }
         return taken.map(\.rect)
     }
 
+    /// Frees every unfetched drawable (a resize: they belong to the old surface).
     func dropQueuedDrawables() {
-        _ = takeQueueIfOver(adding: Int.max / 2, bytes: 0, maxCount: 0, maxBytes: 0)
+        for b in lock.withLock({ takeQueueLocked() }) { free(UnsafeMutableRawPointer(bitPattern: b.address)) }
+    }
+
+    /// Under `lock`: empties the unfetched queue and returns it, untracked (the caller frees).
+    private func takeQueueLocked() -> [Block] {
+        let old = queue
+        for b in old { untrack(b.address) }
+        queue.removeAll(keepingCapacity: true)
+        queuedBytes = 0
+        return old
     }
 
     /// The display's counters and gauges now. Under `lock`.

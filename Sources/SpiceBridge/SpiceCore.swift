@@ -94,7 +94,6 @@ enum SpiceCore {
             onLoop {
                 loop?.cancel(t.handle)
                 t.handle = loop?.schedule(afterMilliseconds: UInt64(ms)) { [unowned t] in
-                    let t = t  // alive through the callback, which may remove its own timer
                     t.handle = nil
                     t.callback(t.opaque)
                 }

@@ -52,6 +52,8 @@ public final class SpiceDisplay: @unchecked Sendable {
     private weak var server: SpiceServer?
     /// Serialises the producer's calls (update/resize/cursor), never taken by the worker.
     private let producerLock = Monitor()
+    /// Image ids: only the producer makes images, so `producerLock` guards this.
+    private var imageUnique: UInt64 = 0
 
     public private(set) var width: Int
     public private(set) var height: Int
@@ -214,7 +216,8 @@ public final class SpiceDisplay: @unchecked Sendable {
 
         let image = (block + imageAt).bindMemory(to: QXLImage.self, capacity: 1)
         image.initialize(to: QXLImage())
-        image.pointee.descriptor.id = (state.nextImageUnique() << 32) | UInt64(QXL_IMAGE_GROUP_DEVICE)
+        imageUnique = (imageUnique &+ 1) & 0xFFFF_FFFF
+        image.pointee.descriptor.id = (imageUnique << 32) | UInt64(QXL_IMAGE_GROUP_DEVICE)
         image.pointee.descriptor.type = UInt8(SPICE_IMAGE_TYPE_BITMAP.rawValue)
         image.pointee.descriptor.flags = 0  // not cached: every copy is new pixels
         image.pointee.descriptor.width = UInt32(rect.width)

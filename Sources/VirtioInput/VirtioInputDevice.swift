@@ -108,28 +108,34 @@ public final class VirtioInputDevice: VirtioDeviceBackend {
     }
 
     /// Moves the mouse by (dx, dy) pixels, as the guest's pointer acceleration sees fit.
-    public func moveRelative(dx: Int32, dy: Int32) {
-        guard flavour == .mouse, dx != 0 || dy != 0 else { return }
-        var events: [InputEvent] = []
-        if dx != 0 { events.append(InputEvent(type: LinuxInput.evRel, code: LinuxInput.relX, value: UInt32(bitPattern: dx))) }
-        if dy != 0 { events.append(InputEvent(type: LinuxInput.evRel, code: LinuxInput.relY, value: UInt32(bitPattern: dy))) }
-        send(events + [.synReport])
+    /// False on a device without relative axes (the keyboard, the tablet).
+    @discardableResult
+    public func moveRelative(dx: Int32, dy: Int32) -> Bool {
+        relative([(LinuxInput.relX, dx), (LinuxInput.relY, dy)])
     }
 
-    /// A pointer button (BTN_LEFT, BTN_RIGHT, BTN_MIDDLE) of the tablet or the mouse.
+    /// A pointer button (BTN_LEFT, BTN_RIGHT, BTN_MIDDLE) of the tablet or the mouse
+    /// (the keyboard's key table has no buttons, so it refuses them).
     @discardableResult
     public func button(_ code: UInt16, pressed: Bool) -> Bool {
-        guard flavour != .keyboard else { return false }
-        return key(code, value: pressed ? 1 : 0)
+        key(code, value: pressed ? 1 : 0)
     }
 
-    /// Wheel clicks: positive is up/right, as Linux's REL_WHEEL/REL_HWHEEL.
-    public func scroll(vertical: Int32 = 0, horizontal: Int32 = 0) {
-        guard flavour != .keyboard, vertical != 0 || horizontal != 0 else { return }
-        var events: [InputEvent] = []
-        if vertical != 0 { events.append(InputEvent(type: LinuxInput.evRel, code: LinuxInput.relWheel, value: UInt32(bitPattern: vertical))) }
-        if horizontal != 0 { events.append(InputEvent(type: LinuxInput.evRel, code: LinuxInput.relHWheel, value: UInt32(bitPattern: horizontal))) }
-        send(events + [.synReport])
+    /// Wheel clicks: positive is up/right, as Linux's REL_WHEEL/REL_HWHEEL. False on the keyboard.
+    @discardableResult
+    public func scroll(vertical: Int32 = 0, horizontal: Int32 = 0) -> Bool {
+        relative([(LinuxInput.relWheel, vertical), (LinuxInput.relHWheel, horizontal)])
+    }
+
+    /// One batch of EV_REL events (zero values left out), if the device has every axis named.
+    private func relative(_ axes: [(code: UInt16, value: Int32)]) -> Bool {
+        guard let codes = config.eventCodes[LinuxInput.evRel], axes.allSatisfy({ codes.contains($0.code) }) else {
+            return false
+        }
+        let events = axes.filter { $0.value != 0 }
+            .map { InputEvent(type: LinuxInput.evRel, code: $0.code, value: UInt32(bitPattern: $0.value)) }
+        if !events.isEmpty { send(events + [.synReport]) }
+        return true
     }
 
     public var pendingEvents: Int { pending.count }

@@ -278,4 +278,22 @@ import Testing
             #expect(out.dropped.count == 5, "\(out.dropped)")
         }
     }
+
+    /// spice-server drops the agent for a continuation chunk longer than what its message
+    /// has left ("data exceeds size from header"): such a chunk is taken out, and the
+    /// message's real rest still passes.
+    @Test func aContinuationLongerThanItsMessageIsTakenOut() {
+        let message = VDAgentWriter.message(.clipboard, [1, 0, 0, 0] + [UInt8](repeating: 0x43, count: 2996))
+        let first = Array(VDAgentWriter.chunks(Array(message[..<2048]), port: .client))
+        let rest = Array(message[2048...])  // 972 bytes the message still has
+        let tooLong = VDAgentWriter.chunks(rest + [UInt8](repeating: 0x44, count: 500), port: .client)
+        let properRest = VDAgentWriter.chunks(rest, port: .client)
+        let good = VDAgentWriter.chunks(VDAgentWriter.message(.clipboardRelease, [0, 0, 0, 0]), port: .client)
+        let stream = first + tooLong + properRest + good
+        for step in [1, 9, 2048, stream.count] {
+            let out = run(stream, step: step)
+            #expect(out.passThrough == first + properRest + good, "step \(step)")
+            #expect(out.dropped == ["a 1472-byte chunk continuing a message with 972 bytes left"], "step \(step)")
+        }
+    }
 }

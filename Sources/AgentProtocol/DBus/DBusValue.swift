@@ -172,8 +172,7 @@ struct DBusReader {
 
     mutating func u16() throws(DBusError) -> UInt16 {
         try align(2)
-        let b = try take(2)
-        return UInt16(b[b.startIndex]) | UInt16(b[b.startIndex + 1]) << 8
+        return LEReader(try take(2)).u16(0)!
     }
 
     mutating func u32() throws(DBusError) -> UInt32 {

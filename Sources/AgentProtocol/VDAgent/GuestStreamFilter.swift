@@ -54,69 +54,80 @@ public struct GuestStreamFilter: Sendable {
             if !streamingDrops { out.passThrough = bytes }
             return out
         }
-        pending += bytes
+        // Parsed by index; only the unparsed tail (less than a header, or a notice
+        // still arriving) is kept for the next read.
+        let buffer = pending.isEmpty ? bytes : pending + bytes
+        var at = 0
         let c = VDAgent.chunkHeaderSize
-        while !pending.isEmpty {
+        while at < buffer.count {
             if streaming > 0 {
-                let n = min(streaming, pending.count)
-                if !streamingDrops { out.passThrough += pending.prefix(n) }
-                pending.removeFirst(n)
+                let n = min(streaming, buffer.count - at)
+                if !streamingDrops { out.passThrough += buffer[at..<(at + n)] }
+                at += n
                 streaming -= n
                 continue
             }
-            guard pending.count >= c else { break }
-            let r = LEReader(pending[...])
+            guard buffer.count - at >= c else { break }
+            let r = LEReader(buffer[at...])
             let port = r.u32(0)!
             let size = Int(r.u32(4)!)
             if port == VDAgentPort.client.rawValue && clientMessageLeft > 0 {
-                clientMessageLeft = max(0, clientMessageLeft - size)
-                stream(size, drop: false, into: &out)
+                // spice-server drops the agent for a continuation longer than the message's rest.
+                if size > clientMessageLeft {
+                    out.dropped.append("a \(size)-byte chunk continuing a message with \(clientMessageLeft) bytes left")
+                    stream(size, drop: true, from: buffer, at: &at, into: &out)
+                } else {
+                    clientMessageLeft -= size
+                    stream(size, drop: false, from: buffer, at: &at, into: &out)
+                }
             } else if port == VDAgentPort.client.rawValue {
                 // A message start: look at its header before passing anything.
-                guard pending.count >= c + min(size, VDAgent.messageHeaderSize) else { break }
-                let h = LEReader(pending[c...])
+                guard buffer.count - at >= c + min(size, VDAgent.messageHeaderSize) else { break }
+                let h = LEReader(buffer[(at + c)...])
                 if size < VDAgent.messageHeaderSize {
                     out.dropped.append("a \(size)-byte chunk too short for a message header")
-                    stream(size, drop: true, into: &out)
+                    stream(size, drop: true, from: buffer, at: &at, into: &out)
                 } else if h.u32(0) != VDAgent.protocolVersion {
                     out.dropped.append("a message with protocol \(h.u32(0)!)")
-                    stream(size, drop: true, into: &out)
+                    stream(size, drop: true, from: buffer, at: &at, into: &out)
                 } else if Int(h.u32(16)!) < size - VDAgent.messageHeaderSize {
                     out.dropped.append("a chunk holding more than its message")
-                    stream(size, drop: true, into: &out)
+                    stream(size, drop: true, from: buffer, at: &at, into: &out)
                 } else if let minimum = Self.minimumPayload[h.u32(4)!], Int(h.u32(16)!) < minimum {
                     out.dropped.append("a message of type \(h.u32(4)!) with \(h.u32(16)!) payload bytes (needs \(minimum))")
-                    stream(size, drop: true, into: &out)
+                    stream(size, drop: true, from: buffer, at: &at, into: &out)
                 } else {
                     clientMessageLeft = Int(h.u32(16)!) - (size - VDAgent.messageHeaderSize)
-                    stream(size, drop: false, into: &out)
+                    stream(size, drop: false, from: buffer, at: &at, into: &out)
                 }
             } else if port == VDAgentPort.server.rawValue && size <= HostNotice.maxPayload + VDAgent.messageHeaderSize {
-                guard pending.count >= c + size else { break }
-                let chunk = Array(pending.prefix(c + size))
-                pending.removeFirst(c + size)
-                let m = LEReader(chunk[c...])
+                guard buffer.count - at >= c + size else { break }
+                let chunk = buffer[at..<(at + c + size)]
+                at += c + size
+                let m = LEReader(chunk.dropFirst(c))
                 if size >= VDAgent.messageHeaderSize, m.u32(0) == VDAgent.protocolVersion,
                    m.u32(4) == HostNotice.messageType, m.u32(16) == UInt32(size - VDAgent.messageHeaderSize)
                 {
-                    out.notices.append(Array(chunk[(c + VDAgent.messageHeaderSize)...]))
+                    out.notices.append(Array(chunk.dropFirst(c + VDAgent.messageHeaderSize)))
                 } else {
                     out.passThrough += chunk
                 }
             } else if port == VDAgentPort.server.rawValue {
-                stream(size, drop: false, into: &out)
+                stream(size, drop: false, from: buffer, at: &at, into: &out)
             } else {
                 out.dropped.append("a chunk for port \(port)")
-                stream(size, drop: true, into: &out)
+                stream(size, drop: true, from: buffer, at: &at, into: &out)
             }
         }
+        pending = at == 0 ? buffer : Array(buffer[at...])
         return out
     }
 
     /// From here on the current chunk (header and payload) passes, or is dropped, as it arrives.
-    private mutating func stream(_ size: Int, drop: Bool, into out: inout Output) {
-        if !drop { out.passThrough += pending.prefix(VDAgent.chunkHeaderSize) }
-        pending.removeFirst(VDAgent.chunkHeaderSize)
+    private mutating func stream(_ size: Int, drop: Bool, from buffer: [UInt8], at: inout Int,
+                                 into out: inout Output) {
+        if !drop { out.passThrough += buffer[at..<(at + VDAgent.chunkHeaderSize)] }
+        at += VDAgent.chunkHeaderSize
         streaming = size
         streamingDrops = drop
     }

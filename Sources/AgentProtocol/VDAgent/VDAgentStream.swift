@@ -137,7 +137,8 @@ public enum VDAgentWriter {
         out.appendLE(rawType)
         out += [UInt8](repeating: 0, count: 8)
         out.appendLE(UInt32(payload.count))
-        return out + payload
+        out += payload  // into the reserved storage: one copy of the payload, not two
+        return out
     }
 
     /// Chunks for one message. Towards the guest, `maxChunk` is 2048 (the header

@@ -32,12 +32,13 @@ extension X11Connection {
         } else if type == CX11_SELECTION_NOTIFY {
             let e = cx11_selection(&event)!.pointee
             guard e.requestor == window, let selection = selection(of: e.selection) else { return }
+            let forFetch = state(selection).fetch?.target == e.target
             if e.property == 0 {
                 // Refused: the property names which conversion it was only when granted, so go by target.
-                if e.target == atom("TARGETS") { offer(selection, targets: []) } else { finishFetch(selection, data: nil) }
+                if e.target == atom("TARGETS") { offer(selection, targets: []) } else if forFetch { finishFetch(selection, data: nil) }
             } else if e.property == property(selection, targets: true) {
                 targetsArrived(selection)
-            } else if e.property == property(selection, targets: false) {
+            } else if e.property == property(selection, targets: false) && forFetch {
                 dataArrived(selection)
             }
         } else if type == CX11_PROPERTY_NOTIFY {
@@ -104,7 +105,7 @@ extension X11Connection {
                 client?.deliver(selection, type: .none, data: [])
                 continue
             }
-            state(selection).fetch = Fetch(deadline: Int(EventLoop.now()) + Self.conversionTimeoutMs)
+            state(selection).fetch = Fetch(target: target, deadline: Int(EventLoop.now()) + Self.conversionTimeoutMs)
             let prop = property(selection, targets: false)
             XDeleteProperty(display, window, prop)
             XConvertSelection(display, selectionAtom(selection), target, prop, window, Time(CurrentTime))
@@ -121,7 +122,7 @@ extension X11Connection {
             // Deleting the property (readProperty did) asks the owner for the first piece.
             let announced = p.longs.first.map { Int($0) } ?? 0
             var buffer: [UInt8] = []
-            buffer.reserveCapacity(min(announced, VDAgent.defaultMaxMessageSize))
+            buffer.reserveCapacity(min(announced, 1 << 20))  // the owner's word only: grow past 1 MiB as data comes
             state(selection).fetch!.incr = buffer
             state(selection).fetch!.deadline = Int(EventLoop.now()) + Self.conversionTimeoutMs
         } else {

@@ -24,9 +24,11 @@ final class X11Connection {
         var type: VDAgentClipboardType
     }
 
-    /// A conversion we asked a guest owner for, for the client.
-    /// The conversion for `clientWants.first`, in flight.
+    /// The conversion we asked a guest owner for, for `clientWants.first`, in flight.
     struct Fetch {
+        /// What was asked: an answer for another target is a late one, for a fetch
+        /// given up on (timeout, client gone), and must not be taken for this one.
+        var target: Atom
         var deadline: Int
         /// INCR in progress: what arrived so far.
         var incr: [UInt8]?
@@ -104,9 +106,7 @@ final class X11Connection {
                                                extendedMaxRequestUnits: Int(XExtendedMaxRequestSize(display)))
         for selection in [VDAgentSelection.clipboard, .primary] {
             XFixesSelectSelectionInput(display, window, selectionAtom(selection), CX11_FIXES_SELECTION_MASK)
-        }
-        // Programs that own a selection already: offer what they have.
-        for selection in [VDAgentSelection.clipboard, .primary] {
+            // A program that owns the selection already: offer what it has.
             let current = XGetSelectionOwner(display, selectionAtom(selection))
             if current != 0 && current != window { ownerChanged(selection, to: current, time: 0) }
         }
@@ -175,8 +175,8 @@ final class X11Connection {
         }
         // The connection is dead: what the client was offered from it is gone.
         for (selection, s) in bothStates where s.offeredToClient { client?.withdraw(selection) }
-        for (selection, s) in bothStates where s.fetch != nil || !s.clientWants.isEmpty {
-            // A fetch in flight is for clientWants.first: one refusal per request.
+        // A fetch in flight is for clientWants.first: one refusal per request.
+        for (selection, s) in bothStates {
             for _ in s.clientWants { client?.deliver(selection, type: .none, data: []) }
         }
         // The Display is not closed: after an I/O error Xlib may still touch it; one leak per lost server.
@@ -195,14 +195,14 @@ final class X11Connection {
     @inline(never)
     func expire() {
         let now = Int(EventLoop.now())
-        for (selection, _) in bothStates {
-            if let a = state(selection).asked, a.deadline <= now {
+        for (selection, s) in bothStates {
+            if let a = s.asked, a.deadline <= now {
                 Log.info("clipboard: the client did not send the \(selection) data in time; refusing the paste")
-                state(selection).asked = nil
+                s.asked = nil
                 refuseWaiting(selection, type: a.type)
                 askClientForNext(selection)
             }
-            if let f = state(selection).fetch, f.deadline <= now {
+            if let f = s.fetch, f.deadline <= now {
                 Log.info("clipboard: the guest's \(selection) owner did not answer in time")
                 finishFetch(selection, data: nil)
             }
@@ -240,11 +240,9 @@ final class X11Connection {
                 XSetSelectionOwner(display, selectionAtom(selection), 0, Time(CurrentTime))
             }
         case .left:
-            for selection in [VDAgentSelection.clipboard, .primary] where state(selection).clientTypes != nil {
-                handle(.released(selection))
-            }
-            // Nothing is owed to the next client; a conversion still in flight answers nobody.
             for selection in [VDAgentSelection.clipboard, .primary] {
+                if state(selection).clientTypes != nil { handle(.released(selection)) }
+                // Nothing is owed to the next client; a conversion still in flight answers nobody.
                 state(selection).clientWants = []
                 state(selection).fetch = nil
             }

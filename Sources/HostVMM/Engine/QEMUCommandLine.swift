@@ -1,3 +1,5 @@
+import VirtioInput
+
 /// Builds QEMU's argument vector for a VM (issue 2 §3). Pure: tests read it.
 ///
 /// Every chardev is a unix socket in the state directory that *hostvmm*
@@ -19,7 +21,7 @@ public enum QEMUCommandLine {
 
     /// The input devices (on unless --no-inputs), in PCI order: the tablet for SPICE's
     /// client mouse mode, the mouse for its server mouse mode.
-    public static let inputDevices = ["keyboard", "tablet", "mouse"]
+    public static let inputDevices = VirtioInputDevice.Flavour.allCases.map(\.rawValue)
     public static let gpuDeviceID = "gpu0"
     public static func inputDeviceID(_ device: String) -> String { "input-\(device)-dev" }
 

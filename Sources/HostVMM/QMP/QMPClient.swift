@@ -88,15 +88,18 @@ final class QMPClient {
         nextID += 1
         var msg: JSONObject = ["execute": .string(command), "id": .string(id)]
         if !arguments.isEmpty { msg["arguments"] = .object(arguments) }
+        // Registered before sending: a failed write closes the connection at once, and
+        // closing fails every completion in flight, this one included.
+        inFlight[id] = completion
         if let descriptor {
             guard connection.sendLine(.object(msg), passing: descriptor) else {
-                completion(.failure(QMPError(errorClass: "GenericError", desc: "could not pass the descriptor to QEMU")))
+                inFlight.removeValue(forKey: id)?(
+                    .failure(QMPError(errorClass: "GenericError", desc: "could not pass the descriptor to QEMU")))
                 return
             }
         } else {
             connection.sendLine(.object(msg))
         }
-        inFlight[id] = completion
     }
 
     private func handle(_ output: LineFramer.Output) {

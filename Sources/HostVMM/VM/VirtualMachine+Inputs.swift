@@ -21,8 +21,8 @@ extension VirtualMachine {
 
     /// Listens on the devices' sockets; must run before QEMU starts (it connects at once).
     func startInputs() throws {
-        for name in QEMUCommandLine.inputDevices {
-            guard let flavour = VirtioInputDevice.Flavour(rawValue: name) else { continue }
+        for flavour in VirtioInputDevice.Flavour.allCases {
+            let name = flavour.rawValue
             let device = VirtioInputDevice(flavour: flavour, serial: "hostvmm-\(config.name)-\(name)")
             let backend = VhostUserBackend(name: "input-\(name)", device: device, loop: loop)
             backend.onLog = { [unowned self] line in self.onLog(line) }
@@ -98,19 +98,18 @@ extension VirtualMachine {
             }
             d.move(x: Int(x), y: Int(y))
         } else if case .object(let delta)? = args["motion"] {
-            guard d.flavour == .mouse, let dx = delta["dx"]?.int64Value.flatMap(Int32.init(exactly:)),
-                  let dy = delta["dy"]?.int64Value.flatMap(Int32.init(exactly:))
+            guard let dx = delta["dx"]?.int64Value.flatMap(Int32.init(exactly:)),
+                  let dy = delta["dy"]?.int64Value.flatMap(Int32.init(exactly:)), d.moveRelative(dx: dx, dy: dy)
             else {
                 return .failure(.generic("'motion' needs the mouse and integer 'dx' and 'dy'"))
             }
-            d.moveRelative(dx: dx, dy: dy)
         } else if let button = args["button"]?.stringValue {
             let codes = ["left": LinuxInput.btnLeft, "right": LinuxInput.btnRight, "middle": LinuxInput.btnMiddle]
             guard let code = codes[button], d.button(code, pressed: args["pressed"]?.boolValue ?? true) else {
                 return .failure(.generic("'button' must be left, right or middle, on the tablet or the mouse"))
             }
         } else if let clicks = args["scroll"]?.int64Value, let v = Int32(exactly: clicks) {
-            d.scroll(vertical: v)
+            guard d.scroll(vertical: v) else { return .failure(.generic("'scroll' needs the tablet or the mouse")) }
         } else {
             return .failure(.generic("give one of 'key', 'move', 'motion', 'button' or 'scroll'"))
         }
