@@ -12,7 +12,8 @@
 # SIGSEGV in the "SPICE Worker" thread. dcc_start() takes its own reference only
 # after that wait; the fix takes it before. Measured: with Debian's library a
 # client that connects and leaves at once killed hostvmm within 5-13
-# connections; with this build, 200 connections and hostvmm still serving.
+# connections (2 when clients leave the moment the channel links); with this build,
+# 200 connections and hostvmm still serving.
 #
 # Idempotent: a stamp names the source version and fix revision; nothing is
 # rebuilt while it matches. Needs root (apt, /usr/local). About 30 s of build.
@@ -20,11 +21,13 @@ set -euo pipefail
 
 PREFIX=/usr/local/lib/hostvmm
 FIX_REVISION=1
-log() { printf 'setup: spice-server: %s\n' "$*"; }
+LOG_PREFIX="setup: spice-server"
+source "$(dirname "$0")/apt.sh"
+require_root
 
 version=$(dpkg-query -W -f='${Version}' libspice-server1 2>/dev/null || true)
 if [ -z "$version" ]; then
-    echo "setup: spice-server: libspice-server1 is not installed (scripts/setup.sh installs it first)" >&2
+    log "libspice-server1 is not installed (scripts/setup.sh installs it first)" >&2
     exit 1
 fi
 want="spice $version, hostvmm fix $FIX_REVISION"
@@ -38,31 +41,28 @@ fi
 # hostvmm offers none of them), and dpkg-dev for `apt-get source`.
 BUILD_PACKAGES=(dpkg-dev meson ninja-build pkg-config libglib2.0-dev libpixman-1-dev libspice-protocol-dev
     libssl-dev libjpeg-dev liblz4-dev libopus-dev zlib1g-dev python3-pyparsing python3-six)
-missing=()
-for p in "${BUILD_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+mapfile -t missing < <(missing_packages "${BUILD_PACKAGES[@]}")
 
 # Source comes through apt, which checks it against the signed Sources index.
-src_list=/etc/apt/sources.list.d/hostvmm-deb-src.list
-if ! grep -rqsE '^(deb-src|Types:.*deb-src)' /etc/apt/sources.list /etc/apt/sources.list.d/; then
-    log "adding Debian source indices ($src_list)"
-    # apt refuses one repository named with two different keyrings: reuse the binary entries' one.
-    keyring=$(grep -h -m1 -i '^Signed-By:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}' || true)
-    option=${keyring:+[signed-by=$keyring] }
-    {
-        echo "deb-src ${option}http://deb.debian.org/debian bookworm main"
-        echo "deb-src ${option}http://deb.debian.org/debian bookworm-updates main"
-        echo "deb-src ${option}http://deb.debian.org/debian-security bookworm-security main"
-    } > "$src_list"
-fi
 if [ -z "$(find /var/lib/apt/lists -name '*bookworm_main_source_Sources*' 2>/dev/null | head -1)" ]; then
+    src_list=/etc/apt/sources.list.d/hostvmm-deb-src.list
+    # Ours, unless the machine already names Debian's bookworm sources (a list line or deb822).
+    if [ ! -f "$src_list" ] && ! grep -rqsE '^deb-src .*debian/? bookworm main' /etc/apt/sources.list /etc/apt/sources.list.d/ \
+        && ! grep -rqsE '^Types:.*deb-src' /etc/apt/sources.list.d/; then
+        log "adding Debian source indices ($src_list)"
+        # apt refuses one repository named with two different keyrings: reuse Debian's entries' one.
+        keyring=$(grep -s -i -m1 '^Signed-By:' /etc/apt/sources.list.d/debian.sources | awk '{print $2}' || true)
+        option=${keyring:+[signed-by=$keyring] }
+        {
+            echo "deb-src ${option}http://deb.debian.org/debian bookworm main"
+            echo "deb-src ${option}http://deb.debian.org/debian bookworm-updates main"
+            echo "deb-src ${option}http://deb.debian.org/debian-security bookworm-security main"
+        } > "$src_list"
+    fi
     log "apt-get update (source indices)"
     apt-get update -qq
 fi
-export DEBIAN_FRONTEND=noninteractive
-if [ ${#missing[@]} -gt 0 ]; then
-    log "installing build dependencies: ${missing[*]}"
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+apt_install "build dependencies" "${missing[@]}"
 
 work=$(mktemp -d /tmp/hostvmm-spice-build.XXXXXX)
 trap 'rm -rf "$work"' EXIT
@@ -71,7 +71,7 @@ cd "$work"
 log "fetching Debian source spice=$version"
 apt-get source -qq "spice=$version" >/dev/null
 tree=$(find . -maxdepth 1 -type d -name 'spice-*' | head -1)
-[ -n "$tree" ] || { echo "setup: spice-server: apt-get source left no spice-* tree" >&2; exit 1; }
+[ -n "$tree" ] || { log "apt-get source left no spice-* tree" >&2; exit 1; }
 cd "$tree"
 
 # Move dcc_start()'s reference above the wait (exactly one match each, or stop).
@@ -93,7 +93,7 @@ meson setup build --buildtype=release -Dgstreamer=no -Dsmartcard=disabled -Dsasl
 ninja -C build >>build.log 2>&1 || { tail -20 build.log >&2; exit 1; }
 
 lib=$(find build/server -maxdepth 1 -type f -name 'libspice-server.so.1.*' | head -1)
-[ -n "$lib" ] || { echo "setup: spice-server: the build made no libspice-server.so.1.*" >&2; exit 1; }
+[ -n "$lib" ] || { log "the build made no libspice-server.so.1.*" >&2; exit 1; }
 install -d -m 0755 "$PREFIX"
 install -m 0644 "$lib" "$PREFIX/"
 ln -sf "$(basename "$lib")" "$PREFIX/libspice-server.so.1"

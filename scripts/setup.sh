@@ -20,12 +20,9 @@ PACKAGES=(kmod busybox-static cpio xz-utils zstd python3 ca-certificates systemd
     libspice-server-dev pkg-config spice-client-gtk gir1.2-spiceclientglib-2.0 python3-gi python3-cryptography
     libx11-dev libxfixes-dev libxcb1-dev libxau-dev libxdmcp-dev xvfb xclip virt-viewer xdotool)
 
-log() { printf 'setup: %s\n' "$*"; }
-
-if [ "$(id -u)" -ne 0 ]; then
-    echo "setup: must run as root (it installs Debian packages)" >&2
-    exit 1
-fi
+LOG_PREFIX=setup
+source "$(dirname "$0")/apt.sh"
+require_root
 
 list=/etc/apt/sources.list.d/bookworm-backports.list
 if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
@@ -34,8 +31,7 @@ if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.
     NEED_UPDATE=1
 fi
 
-missing=()
-for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+mapfile -t missing < <(missing_packages "${PACKAGES[@]}")
 missing_bp=()
 for p in "${BACKPORTS_PACKAGES[@]}"; do
     v=$(dpkg-query -W -f='${Version}' "$p" 2>/dev/null || true)
@@ -47,15 +43,8 @@ if [ ${#missing[@]} -gt 0 ] || [ ${#missing_bp[@]} -gt 0 ] || [ -n "${NEED_UPDAT
     log "apt-get update"
     apt-get update -qq
 fi
-export DEBIAN_FRONTEND=noninteractive
-if [ ${#missing[@]} -gt 0 ]; then
-    log "installing ${missing[*]}"
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
-if [ ${#missing_bp[@]} -gt 0 ]; then
-    log "installing from bookworm-backports: ${missing_bp[*]}"
-    apt-get install -y -qq --no-install-recommends -t bookworm-backports "${missing_bp[@]}" >/dev/null
-fi
+apt_install "packages" "${missing[@]}"
+apt_install "from bookworm-backports" -t bookworm-backports -- "${missing_bp[@]}"
 # qemu-guest-agent's package starts a service; we only use its binary.
 systemctl disable --now qemu-guest-agent >/dev/null 2>&1 || true
 

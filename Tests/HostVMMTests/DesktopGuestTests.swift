@@ -212,7 +212,7 @@ import Testing
         // A person at the SPICE client types into the root shell on tty1 (shown on the
         // virtio-gpu console): the command runs in the guest.
         let uri = try vm.cli(["spice", vm.name]).output.trimmingCharacters(in: .whitespacesAndNewlines)
-        let typed = try runCommand("/usr/bin/python3", [SpiceInputsEndToEndTests.devicesClient, uri, "type",
+        let typed = try runCommand("/usr/bin/python3", [TestEnvironment.spiceDevicesClient, uri, "type",
                                                         "touch /tmp/typed-at-the-console\\n"], timeout: 60)
         #expect(typed.output.contains("typed"), "client: \(typed.output)")
         let created = Self.poll(30) { () -> Bool? in

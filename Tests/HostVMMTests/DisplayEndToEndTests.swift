@@ -182,7 +182,7 @@ import Testing
 
         // 6. A client's window size reaches the running guest (spice-gtk's monitors config ->
         //    our backend's display info and EDID; QEMU's D-Bus console raises the display event).
-        let client = "\(TestEnvironment.packageRoot)/Tests/HostVMMTests/Clients/spice_devices.py"
+        let client = TestEnvironment.spiceDevicesClient
         let uri = "spice://127.0.0.1?port=\(port)&password=\(password)"
         func askForSize(_ width: Int, _ height: Int, signalled: Int) throws {
             let sent = try runCommand("/usr/bin/python3", [client, uri, "monitors", String(width), String(height)], timeout: 60)

@@ -124,19 +124,23 @@ import Testing
     }
 
     @Test func garbageAndOversizeFromQEMUCloseTheConnectionOnly() throws {
-        for (name, junk) in [
-            ("bad byte order", [UInt8](repeating: 0x42, count: 64)),
+        for (name, junk, reason) in [
+            ("bad byte order", [UInt8](repeating: 0x42, count: 64), "not little-endian"),
             // A header announcing 100 MiB, then more than the 1 MiB the console keeps.
-            ("oversize", [0x6C, 2, 0, 1, 0, 0, 0x40, 0x06, 1, 0, 0, 0, 0, 0, 0, 0] + [UInt8](repeating: 0, count: 1_100_000)),
-        ] as [(String, [UInt8])] {
+            ("oversize", [0x6C, 2, 0, 1, 0, 0, 0x40, 0x06, 1, 0, 0, 0, 0, 0, 0, 0] + [UInt8](repeating: 0, count: 1_100_000),
+             "more than 1 MiB unparsed"),
+        ] as [(String, [UInt8], String)] {
             let h = try Harness()
             _ = try h.readLine()
             h.write(Array("OK 1234567890abcdef1234567890abcdef\r\n".utf8))
             _ = try h.readLine()
+            // A call waits for its answer: the junk must not be taken for it.
+            h.setSize(800, 600)
+            #expect(try h.readMessage().member == "SetUIInfo")
             h.write(junk)
             #expect(h.wait("closed") { h.isOpen == false }, "\(name): log \(h.log)")
-            #expect(h.log.contains { $0.contains("closing that connection") }, "\(name): log \(h.log)")
-            #expect(h.appliedSizes.isEmpty)
+            #expect(h.log.contains { $0.contains(reason) && $0.contains("closing that connection") }, "\(name): log \(h.log)")
+            #expect(h.appliedSizes.isEmpty, "\(name): \(h.appliedSizes)")
         }
     }
 

@@ -34,8 +34,8 @@ import Testing
 
         // 1. The screen: the guest fills fb0 with one colour; the window shows exactly that
         //    colour over (nearly) the whole 1024x768 screen.
-        let stride = Int(try vm.guestRun("cat /sys/class/graphics/fb0/stride").output
-            .trimmingCharacters(in: .whitespacesAndNewlines)) ?? 4096
+        let stride = try #require(Int(try vm.guestRun("cat /sys/class/graphics/fb0/stride").output
+            .trimmingCharacters(in: .whitespacesAndNewlines)), "fb0 has no stride")
         let pixel: [UInt8] = [UInt8(Self.paint & 0xff), UInt8(Self.paint >> 8 & 0xff), UInt8(Self.paint >> 16), 0]
         try vm.putFile("/tmp/paint.raw", [UInt8]((0..<(stride / 4 * 768)).flatMap { _ in pixel }))
         let dd = try vm.guestRun("echo 0 > /sys/class/graphics/fbcon/cursor_blink; dd if=/tmp/paint.raw of=/dev/fb0 bs=\(16 * stride) 2>&1")
@@ -55,7 +55,8 @@ import Testing
         let keyboard = try #require(GuestEvdev.findDevice(devices, "hostvmm virtio keyboard"), "\(devices)")
         let tablet = try #require(GuestEvdev.findDevice(devices, "hostvmm virtio tablet"), "\(devices)")
         try vm.captureEvents(keyboard.event, into: "/tmp/rv-keys.bin", count: 4)
-        try vm.captureEvents(tablet.event, into: "/tmp/rv-pointer.bin", count: 3)
+        // Two moves, (300, 300) then (400, 350): ABS_X, ABS_Y and SYN_REPORT each.
+        try vm.captureEvents(tablet.event, into: "/tmp/rv-pointer.bin", count: 6)
         _ = try runXdotool(x.display, ["mousemove", "--window", window, "300", "300"])
         _ = try runXdotool(x.display, ["windowfocus", "--sync", window])
         _ = try runXdotool(x.display, ["key", "a"])
@@ -64,9 +65,13 @@ import Testing
 
         // 3. The pointer over the window moves the guest's tablet (client mouse mode).
         _ = try runXdotool(x.display, ["mousemove", "--window", window, "400", "350"])
-        let moves = try vm.readEvents("/tmp/rv-pointer.bin", count: 3)
-        let axes = moves.filter { $0.type == 3 }
-        #expect(axes.count >= 1 && axes.allSatisfy { (1...32767).contains($0.value) }, "guest events: \(moves)")
+        // Where the window's picture sits on the screen is remote-viewer's business; that the
+        // second position lies right of and below the first is not.
+        let moves = try vm.readEvents("/tmp/rv-pointer.bin", count: 6)
+        let xs = moves.filter { $0.type == 3 && $0.code == 0 }.map(\.value)
+        let ys = moves.filter { $0.type == 3 && $0.code == 1 }.map(\.value)
+        #expect(xs.count == 2 && ys.count == 2 && xs.allSatisfy { (1...32767).contains($0) }, "guest events: \(moves)")
+        #expect(xs.count == 2 && xs[1] > xs[0] && ys.count == 2 && ys[1] > ys[0], "guest events: \(moves)")
 
         // 4. A smaller window: the guest's console switches to the window's size.
         _ = try runXdotool(x.display, ["windowsize", window, "820", "700"])

@@ -7,36 +7,19 @@ import Testing
 /// guest's evdev as Linux input events, through hostvmm's SpiceInputs and our
 /// vhost-user virtio-input backends.
 @Suite(.serialized, .timeLimit(.minutes(10))) struct SpiceInputsEndToEndTests {
-    static let devicesClient = "\(TestEnvironment.packageRoot)/Tests/HostVMMTests/Clients/spice_devices.py"
-
-    /// Starts reading `count` events from the guest's device called `name`, runs the
-    /// client with `arguments` until it prints `says`, and returns the events other
-    /// than SYN_REPORT as "type:code:value".
-    func guestEvents(_ vm: BootedVM, _ devices: String, _ name: String, count: Int, afterClient arguments: [String],
-                     says: String) throws -> [String] {
-        let device = try #require(GuestEvdev.findDevice(devices, name), "\(devices)")
-        let file = "/tmp/events-\(device.event).bin"
-        try vm.captureEvents(device.event, into: file, count: count)
-        let uri = try vm.cli(["spice", vm.name]).output.trimmingCharacters(in: .whitespacesAndNewlines)
-        let client = try runCommand("/usr/bin/python3", [Self.devicesClient, uri] + arguments, timeout: 90)
-        #expect(client.output.contains(says), "client: \(client.output)")
-        let events = try vm.readEvents(file, count: count)
-        return events.filter { $0.type != 0 }.map { "\($0.type):\($0.code):\($0.value)" }
-    }
-
     @Test func clientKeysArriveInTheGuestsEvdev() throws {
         // --display too: spice-server offers client mouse mode (absolute positions) only
         // with a primary surface.
         let vm = try BootedVM(name: "e2e-spicekeys", options: ["--inputs", "--display"])
         let devices = try vm.guestRun("cat /proc/bus/input/devices").output
         // Four key events and their SYN_REPORTs.
-        let keys = try guestEvents(vm, devices, "hostvmm virtio keyboard", count: 8, afterClient: ["keys"], says: "keys-sent")
+        let keys = try vm.eventsAfterSpiceClient(devices, "hostvmm virtio keyboard", count: 8, afterClient: ["keys"], says: "keys-sent")
             .filter { $0.hasPrefix("1:") }
         // KEY_A = 30, KEY_Z = 44: press then release, in order.
         #expect(keys == ["1:30:1", "1:30:0", "1:44:1", "1:44:0"])
 
         // The pointer: (512, 384) on the 1024x768 screen, then a left click.
-        let seen = try guestEvents(vm, devices, "hostvmm virtio tablet", count: 7,
+        let seen = try vm.eventsAfterSpiceClient(devices, "hostvmm virtio tablet", count: 7,
                                    afterClient: ["pointer", "512", "384"], says: "pointer-sent")
         // EV_ABS X and Y scaled to 0...32767 (512 * 32767 / 1023, 384 * 32767 / 767), then
         // EV_KEY BTN_LEFT (0x110) press and release; SYN_REPORTs in between.
@@ -50,7 +33,7 @@ import Testing
     @Test func serverModeMotionArrivesThroughTheMouse() throws {
         let vm = try BootedVM(name: "e2e-spicemouse", options: ["--no-display"])
         let devices = try vm.guestRun("cat /proc/bus/input/devices").output
-        let seen = try guestEvents(vm, devices, "hostvmm virtio mouse", count: 7,
+        let seen = try vm.eventsAfterSpiceClient(devices, "hostvmm virtio mouse", count: 7,
                                    afterClient: ["motion", "5", "-3"], says: "motion-sent")
         // EV_REL REL_X 5, REL_Y -3, then EV_KEY BTN_RIGHT (0x111) press and release.
         #expect(seen == ["2:0:5", "2:1:-3", "1:273:1", "1:273:0"])

@@ -34,11 +34,8 @@ final class BootedVM {
         }
         holdsSlot = true  // from here on deinit gives the slot back
         guard up.waitForLine(containing: "agent ready after", timeout: Self.bootTimeout) != nil else {
-            let console = (try? String(contentsOfFile: "\(stateRoot)/\(name)/console.log", encoding: .utf8)) ?? ""
-            let qemuLog = (try? String(contentsOfFile: "\(stateRoot)/\(name)/qemu.log", encoding: .utf8)) ?? ""
             up.signal(SIGKILL)
-            throw TestFailure("no 'agent ready' within \(Self.bootTimeout) s:\n\(up.transcript)\n--- console ---\n"
-                              + "\(console.suffix(3000))\n--- qemu.log ---\n\(qemuLog.suffix(3000))")
+            throw TestFailure("no 'agent ready' within \(Self.bootTimeout) s:\n\(postMortem())")
         }
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Testing
 
 /// One Linux `struct input_event` as read from /dev/input/eventN on x86-64 (24 bytes).
 struct GuestEvent: Equatable, CustomStringConvertible {
@@ -40,6 +41,21 @@ extension BootedVM {
             exit 1
             """)
         guard r.code == 0 else { throw TestFailure("dd did not open /dev/input/\(event) within 5 s: \(r.output)") }
+    }
+
+    /// Starts reading `count` events from the guest's device called `name` (in `devices`,
+    /// /proc/bus/input/devices), runs the spice-gtk client with `arguments` until it prints
+    /// `says`, and returns the events other than SYN_REPORT as "type:code:value".
+    func eventsAfterSpiceClient(_ devices: String, _ name: String, count: Int, afterClient arguments: [String],
+                                says: String) throws -> [String] {
+        let device = try #require(GuestEvdev.findDevice(devices, name), "\(devices)")
+        let file = "/tmp/events-\(device.event).bin"
+        try captureEvents(device.event, into: file, count: count)
+        let uri = try cli(["spice", self.name]).output.trimmingCharacters(in: .whitespacesAndNewlines)
+        let client = try runCommand("/usr/bin/python3", [TestEnvironment.spiceDevicesClient, uri] + arguments, timeout: 90)
+        #expect(client.output.contains(says), "client: \(client.output)")
+        let events = try readEvents(file, count: count)
+        return events.filter { $0.type != 0 }.map { "\($0.type):\($0.code):\($0.value)" }
     }
 
     /// Waits (bounded, 30 s) until `file` holds `count` events, then returns what it holds.
