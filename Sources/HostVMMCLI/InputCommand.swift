@@ -24,12 +24,15 @@ struct InputCommand: ParsableCommand {
 
     func validate() throws {
         guard ["press", "release", "tap"].contains(action) else { throw ValidationError("--action must be press, release or tap") }
-        if let move, move.split(separator: ",").compactMap({ Int($0) }).count != 2 {
-            throw ValidationError("--move takes X,Y")
-        }
-        if let motion, motion.split(separator: ",").compactMap({ Int($0) }).count != 2 {
-            throw ValidationError("--motion takes DX,DY")
-        }
+        if let move, Self.pair(move) == nil { throw ValidationError("--move takes X,Y") }
+        if let motion, Self.pair(motion) == nil { throw ValidationError("--motion takes DX,DY") }
+    }
+
+    /// "A,B" as two integers (nil otherwise).
+    static func pair(_ text: String) -> (Int64, Int64)? {
+        let parts = text.split(separator: ",", omittingEmptySubsequences: false).map { Int64($0) }
+        guard parts.count == 2, let a = parts[0], let b = parts[1] else { return nil }
+        return (a, b)
     }
 
     private var pointer: String { mouse ? "mouse" : "tablet" }
@@ -43,12 +46,10 @@ struct InputCommand: ParsableCommand {
         var args: JSONObject
         if let key {
             args = ["device": "keyboard", "key": .int(Int64(key)), "action": .string(action)]
-        } else if let move {
-            let xy = move.split(separator: ",").compactMap { Int64($0) }
-            args = ["device": "tablet", "move": .object(["x": .int(xy[0]), "y": .int(xy[1])])]
-        } else if let motion {
-            let d = motion.split(separator: ",").compactMap { Int64($0) }
-            args = ["device": "mouse", "motion": .object(["dx": .int(d[0]), "dy": .int(d[1])])]
+        } else if let move, let xy = Self.pair(move) {
+            args = ["device": "tablet", "move": .object(["x": .int(xy.0), "y": .int(xy.1)])]
+        } else if let motion, let d = Self.pair(motion) {
+            args = ["device": "mouse", "motion": .object(["dx": .int(d.0), "dy": .int(d.1)])]
         } else if let button {
             args = ["device": .string(pointer), "button": .string(button), "pressed": .bool(!release)]
         } else if let scroll {

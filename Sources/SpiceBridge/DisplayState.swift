@@ -5,7 +5,10 @@ import Glibc
 #endif
 
 /// Everything spice's worker thread touches, behind `lock` (spice.md §9.1).
-/// Its methods take `lock` themselves and never call libspice.
+/// Its methods take `lock` themselves and never call libspice; the exceptions are
+/// `statsNow` (the caller holds `lock`) and the fields SpiceDisplay sets itself:
+/// `closed` and `monitorsHandler` under `lock`, `primary` only while no worker runs
+/// on it (around the sync primary-surface calls, and after the worker is gone).
 final class DisplayState: @unchecked Sendable {
     struct Block {
         var address: UInt

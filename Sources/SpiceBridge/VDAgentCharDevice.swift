@@ -24,7 +24,12 @@ final class VDAgentCharDevice {
     private let loop: EventLoop
     private let instance: UnsafeMutablePointer<SpiceCharDeviceInstance>
     private var watch: WatchHandle?
+    /// Guest data the server has not read: `fromGuest[fromGuestHead...]`. The server reads a
+    /// chunk header, then its payload, a few bytes at a time: read bytes are dropped in
+    /// bulk, not shifted out of a buffer of up to a MiB at every read.
     private var fromGuest: [UInt8] = []
+    private var fromGuestHead = 0
+    private var unreadFromGuest: Int { fromGuest.count - fromGuestHead }
     private var registered = false
     /// Guest data is held back past this much until the server reads it (back-pressure on the port).
     static let bufferLimit = 1 << 20
@@ -73,7 +78,7 @@ final class VDAgentCharDevice {
     }
 
     private func readable() {
-        if fromGuest.count >= Self.bufferLimit {
+        if unreadFromGuest >= Self.bufferLimit {
             // Stop reading until the server drains what it has.
             if let watch { loop.update(watch, events: []) }
             return
@@ -95,11 +100,18 @@ final class VDAgentCharDevice {
     }
 
     private func serverReads(into buffer: UnsafeMutablePointer<UInt8>, max: Int) -> Int {
-        let n = min(max, fromGuest.count)
+        let n = min(max, unreadFromGuest)
         guard n > 0 else { return 0 }
-        fromGuest.withUnsafeBufferPointer { buffer.update(from: $0.baseAddress!, count: n) }
-        fromGuest.removeFirst(n)
-        if let watch, fromGuest.count < Self.bufferLimit { loop.update(watch, events: .read) }
+        fromGuest.withUnsafeBufferPointer { buffer.update(from: $0.baseAddress! + fromGuestHead, count: n) }
+        fromGuestHead += n
+        if fromGuestHead == fromGuest.count {
+            fromGuest.removeAll(keepingCapacity: true)
+            fromGuestHead = 0
+        } else if fromGuestHead >= 64 << 10 && fromGuestHead * 2 >= fromGuest.count {
+            fromGuest.removeFirst(fromGuestHead)  // at most once per half of what was buffered
+            fromGuestHead = 0
+        }
+        if let watch, unreadFromGuest < Self.bufferLimit { loop.update(watch, events: .read) }
         return n
     }
 

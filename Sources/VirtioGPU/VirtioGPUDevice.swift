@@ -122,7 +122,7 @@ public final class VirtioGPUDevice: VirtioDeviceBackend, VhostUserDeviceRequests
     public static let defaultSize = (width: 1024, height: 768)
     public internal(set) var stats = Stats()
 
-    var queues: VirtioQueueAccess?
+    private var queues: VirtioQueueAccess?
     var resources: [UInt32: Resource] = [:]
     var hostBytes = 0
     var scanoutResource: UInt32?
@@ -130,18 +130,18 @@ public final class VirtioGPUDevice: VirtioDeviceBackend, VhostUserDeviceRequests
     /// Our end of QEMU's vhost-user-gpu socketpair. Held open and unused: we
     /// show frames through SPICE, not QEMU's display, and QEMU waits for nothing
     /// on it; closing it would make QEMU's reader spin on EOF.
-    var gpuSocketFD: Int32 = -1
+    private var gpuSocketFD: Int32 = -1
     /// One row of a transfer, before it is compared with the resource (16384 pixels at most).
     let scratch = UnsafeMutableRawPointer.allocate(byteCount: VirtioGPUDevice.maxDimension * 4, alignment: 16)
     /// Errors logged so far; a hostile guest cannot flood the log.
-    var loggedErrors = 0
+    private var loggedErrors = 0
 
     /// Test hook (hostvmm's `display-debug-corrupt`, HOSTVMM_TEST_HOOKS=1 only): the next
     /// this many TRANSFER_TO_HOST_2D / RESOURCE_FLUSH requests are altered after they are
     /// read from the guest, as a hostile driver would send them: by turns a resource id
     /// that does not exist, a rectangle far outside the resource, an offset past the backing.
     public var corruptNextRequests = 0
-    var corruptions = 0
+    private var corruptions = 0
 
     public init(maxHostBytes: Int = VirtioGPUDevice.defaultMaxHostBytes) {
         self.maxHostBytes = maxHostBytes
@@ -198,7 +198,7 @@ public final class VirtioGPUDevice: VirtioDeviceBackend, VhostUserDeviceRequests
 
     // MARK: - Queues
 
-    func processControl() {
+    private func processControl() {
         guard let queues, let q = queues.queue(Self.controlQueue) else { return }
         var used = false
         while let chain = q.pop() {
@@ -215,7 +215,7 @@ public final class VirtioGPUDevice: VirtioDeviceBackend, VhostUserDeviceRequests
         if used || q.broken != nil { queues.notify(Self.controlQueue) }
     }
 
-    func processCursor() {
+    private func processCursor() {
         guard let queues, let q = queues.queue(Self.cursorQueue) else { return }
         var used = false
         while let chain = q.pop() {
@@ -232,7 +232,7 @@ public final class VirtioGPUDevice: VirtioDeviceBackend, VhostUserDeviceRequests
     }
 
     /// One control request; returns the response bytes (header first).
-    func handleControl(_ chain: DescriptorChain, memory: GuestMemory) -> [UInt8] {
+    private func handleControl(_ chain: DescriptorChain, memory: GuestMemory) -> [UInt8] {
         stats.commands += 1
         guard let head = try? chain.read(memory: memory, limit: VirtioGPU.headerSize),
             head.count == VirtioGPU.headerSize
@@ -316,7 +316,7 @@ public final class VirtioGPUDevice: VirtioDeviceBackend, VhostUserDeviceRequests
         return out
     }
 
-    func error(_ e: GPUError, type: UInt32, header: [UInt8]?) -> [UInt8] {
+    private func error(_ e: GPUError, type: UInt32, header: [UInt8]?) -> [UInt8] {
         stats.errors += 1
         let line = "0x\(String(type, radix: 16)): \(Self.responseName(e.code)) (\(e.reason))"
         stats.lastError = line
@@ -343,7 +343,7 @@ public final class VirtioGPUDevice: VirtioDeviceBackend, VhostUserDeviceRequests
 
     // MARK: - Cursor
 
-    func handleCursor(_ c: WireReader) {
+    private func handleCursor(_ c: WireReader) {
         stats.cursorCommands += 1
         let h = VirtioGPU.headerSize
         let type = c.u32(0)

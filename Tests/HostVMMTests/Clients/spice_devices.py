@@ -213,26 +213,36 @@ def main():
             opened.add(type(channel).__name__)
             maybe_start()
 
+    def ready(channels, mouse_mode=None):
+        """True once `channels` are open (and the server is in `mouse_mode`); else it asks
+        again in 100 ms, and gives up with a reason after 60 s of asking."""
+        if channels <= opened and (mouse_mode is None or main_mode() == mouse_mode):
+            return True
+        first = state.setdefault("waiting-since", time.monotonic())
+        if time.monotonic() - first > 60:
+            missing = sorted(channels - opened)
+            fail(f"never ready: channels {missing} not open" if missing else f"never in mouse mode {mouse_mode}")
+        else:
+            later(100, maybe_start)
+        return False
+
     def maybe_start():
         if state["started"]:
             return
         if mode == "inputs":
-            if not {"InputsChannel", "MainChannel"} <= opened or main_mode() != MOUSE_MODE_CLIENT:
-                later(100, maybe_start)
+            if not ready({"InputsChannel", "MainChannel"}, MOUSE_MODE_CLIENT):
                 return
             state["started"] = True
             run_inputs()
         elif mode == "keys":
-            if "InputsChannel" not in opened:
-                later(100, maybe_start)
+            if not ready({"InputsChannel"}):
                 return
             state["started"] = True
             chans["inputs"].key_press_and_release(0x1E)
             chans["inputs"].key_press_and_release(0x2C)
             flushed_then(chans["inputs"], "keys-sent")
         elif mode == "type":
-            if "InputsChannel" not in opened:
-                later(100, maybe_start)
+            if not ready({"InputsChannel"}):
                 return
             state["started"] = True
             for ch in args[0].replace("\\n", "\n"):
@@ -240,8 +250,7 @@ def main():
             flushed_then(chans["inputs"], "typed")
         elif mode == "pointer":
             # Client mouse mode needs the tablet and a primary surface (the VM's --display).
-            if not {"InputsChannel", "MainChannel"} <= opened or main_mode() != MOUSE_MODE_CLIENT:
-                later(100, maybe_start)
+            if not ready({"InputsChannel", "MainChannel"}, MOUSE_MODE_CLIENT):
                 return
             state["started"] = True
             x, y = int(args[0]), int(args[1])
@@ -250,8 +259,7 @@ def main():
             chans["inputs"].button_release(BUTTON_LEFT, 0)
             flushed_then(chans["inputs"], "pointer-sent")
         elif mode == "motion":
-            if not {"InputsChannel", "MainChannel"} <= opened or main_mode() != MOUSE_MODE_SERVER:
-                later(100, maybe_start)
+            if not ready({"InputsChannel", "MainChannel"}, MOUSE_MODE_SERVER):
                 return
             state["started"] = True
             chans["inputs"].motion(int(args[0]), int(args[1]), 0)
