@@ -42,15 +42,21 @@ let package = Package(
         .target(name: "VirtioInput", dependencies: ["VirtioCore"]),
         // The virtio-gpu 2D device behind VirtioCore's backend; output through a display sink protocol.
         .target(name: "VirtioGPU", dependencies: ["VirtioCore"]),
+        // The virtio-snd device (issue #12) behind VirtioCore's backend; sound in and out through a host protocol.
+        .target(name: "VirtioSound", dependencies: ["VirtioCore"]),
+        // libpulse (Debian libpulse-dev): the host's PulseAudio server for `--audio pulse`.
+        .systemLibrary(name: "CPulse", pkgConfig: "libpulse", providers: [.apt(["libpulse-dev"])]),
+        // hostvmm's PulseAudio playback and record streams, on libpulse's own thread.
+        .target(name: "PulseAudio", dependencies: ["CPulse", "LinuxSystem"]),
         .target(name: "HostVMM", dependencies: ["AgentProtocol", "LinuxSystem", "CLinuxSupport", "pvpanic", "SpiceBridge",
-                                                "VirtioCore", "VirtioInput", "VirtioGPU"]),
+                                                "VirtioCore", "VirtioInput", "VirtioGPU", "VirtioSound", "PulseAudio"]),
         .executableTarget(
             name: "HostVMMCLI",
             dependencies: ["HostVMM", "pvpanic", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(name: "AgentProtocolTests", dependencies: ["AgentProtocol"]),
         .testTarget(name: "PanicTests", dependencies: ["pvpanic", "AgentProtocol"]),
-        .testTarget(name: "VirtioCoreTests", dependencies: ["VirtioCore", "VirtioInput", "VirtioGPU", "LinuxSystem", "CLinuxSupport"]),
+        .testTarget(name: "VirtioCoreTests", dependencies: ["VirtioCore", "VirtioInput", "VirtioGPU", "VirtioSound", "LinuxSystem", "CLinuxSupport"]),
         // Clients/: the Python SPICE clients the tests run (with Debian's /usr/bin/python3), not sources.
         .testTarget(name: "HostVMMTests", dependencies: ["HostVMM", "AgentProtocol", "pvpanic", "SpiceBridge"],
                     exclude: ["Clients"]),

@@ -27,5 +27,5 @@ apt_install() {
     fi
     [ $# -gt 0 ] || return 0
     log "installing $what: $*"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${options[@]}" "$@" >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=600 "${options[@]}" "$@" >/dev/null
 }

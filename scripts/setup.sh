@@ -15,10 +15,14 @@ set -euo pipefail
 # qemu-system-modules-opengl carries QEMU's D-Bus display (ui-dbus.so), the channel
 # through which `--display` passes a client's window size to the running guest;
 # qemu-system-modules-spice is QEMU's own SPICE, the reference in Benchmarks/display_fps.py.
+# Audio (issue #12): libpulse-dev for hostvmm's PulseAudio backend; alsa-utils gives the
+# embedded guest Debian's aplay/arecord (the image builder copies them and their libraries);
+# pulseaudio + pulseaudio-utils (parec) and sox are the tests' sound server and analysis.
 BACKPORTS_PACKAGES=(qemu-system-x86 qemu-guest-agent qemu-utils qemu-system-modules-opengl qemu-system-modules-spice)
 PACKAGES=(kmod busybox-static cpio xz-utils zstd python3 ca-certificates systemd debootstrap e2fsprogs tar
     libspice-server-dev pkg-config spice-client-gtk gir1.2-spiceclientglib-2.0 python3-gi python3-cryptography
-    libx11-dev libxfixes-dev libxcb1-dev libxau-dev libxdmcp-dev xvfb xclip virt-viewer xdotool)
+    libx11-dev libxfixes-dev libxcb1-dev libxau-dev libxdmcp-dev xvfb xclip virt-viewer xdotool
+    libpulse-dev alsa-utils pulseaudio pulseaudio-utils sox)
 
 LOG_PREFIX=setup
 source "$(dirname "$0")/apt.sh"

@@ -23,6 +23,10 @@ struct UpCommand: ParsableCommand {
             The guest gets a screen, keyboard, tablet and mouse by default (--no-display, \
             --no-inputs turn them off): our own virtio-gpu and virtio-input backends, shown \
             and fed through the SPICE server ('hostvmm spice' prints the URI).
+
+            It also gets a sound card (--audio none turns it off): our own virtio-snd; the guest's \
+            sound plays in SPICE clients and, when a server answers, on the host's PulseAudio, and \
+            a client's microphone records into the guest ('hostvmm audio' shows the streams).
             """
     )
 
@@ -97,6 +101,15 @@ struct UpCommand: ParsableCommand {
           help: "A virtio-gpu served by hostvmm (vhost-user-gpu), shown on the SPICE display; a client's window size becomes the guest's mode.")
     var display = true
 
+    @Option(name: .long, help: ArgumentHelp(
+        "Sound: auto, spice, pulse, spice+pulse or none.",
+        discussion: "A virtio-snd served by hostvmm (vhost-user-snd). auto: SPICE clients hear the guest and lend it their microphone, "
+            + "and so does the host's PulseAudio when a server answers at start-up (up says which); none: no sound device."))
+    var audio: String = "auto"
+
+    @Option(name: .long, help: "PulseAudio server for --audio, in libpulse's syntax (default: libpulse's, e.g. $PULSE_SERVER).")
+    var pulseServer: String?
+
     @Option(name: .long, help: "Crash bundles to keep (newest first).")
     var keepCrashes: Int = 5
 
@@ -118,6 +131,7 @@ struct UpCommand: ParsableCommand {
         guard PanicPolicy(rawValue: onPanic) != nil else {
             throw ValidationError("--on-panic must be one of \(PanicPolicy.allCases.map(\.rawValue).joined(separator: ", "))")
         }
+        do { _ = try AudioSetup.parse(audio) } catch { throw ValidationError(error.description) }
         guard VMCoreFormat(rawValue: vmcore) != nil else { throw ValidationError("--vmcore must be elf, kdump-zlib or none") }
         guard (1...1000).contains(keepCrashes) else { throw ValidationError("--keep-crashes must be from 1 to 1000") }
         do { _ = try SpiceSetup.parseListen(spice) } catch { throw ValidationError(error.description) }
@@ -171,6 +185,9 @@ struct UpCommand: ParsableCommand {
         config.acpi = !noACPI
         config.inputs = inputs
         config.display = display
+        config.audio = try AudioSetup.parse(audio)
+        config.audio.pulseServer = pulseServer
+        if noSpice { config.audio.spice = false }
         // Window sizes come only from SPICE clients: without SPICE, no D-Bus display (nor its probe).
         if display && !noSpice {
             config.displayConsole = qemuBinary.hasDBusDisplay()
@@ -207,9 +224,11 @@ struct UpCommand: ParsableCommand {
         args += noACPI ? ["--no-acpi"] : []
         args += [inputs ? "--inputs" : "--no-inputs", display ? "--display" : "--no-display"]
         args += noSpice ? ["--no-spice"] : []
+        args += ["--audio", audio]
         args += spiceInsecure ? ["--spice-insecure"] : []
         for (flag, value) in [("--spice-password-file", spicePasswordFile), ("--spice-tls-cert", spiceTLSCert),
-                              ("--spice-tls-key", spiceTLSKey), ("--spice-tls-ca", spiceTLSCA)] {
+                              ("--spice-tls-key", spiceTLSKey), ("--spice-tls-ca", spiceTLSCA),
+                              ("--pulse-server", pulseServer)] {
             if let value { args += [flag, value] }
         }
         if let qemu { args += ["--qemu", qemu] }

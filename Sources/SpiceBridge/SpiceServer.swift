@@ -63,6 +63,8 @@ public final class SpiceServer {
 
     /// Client connections and departures (main channel only), on the loop thread.
     public var onClient: (SpiceChannelEvent) -> Void = { _ in }
+    /// Every channel's connections and departures (SpiceAudio watches its record channel).
+    var onChannel: [(SpiceChannelEvent) -> Void] = []
     /// A notice from our guest agent (HostNotice: a JSON object's bytes, untrusted).
     public var onAgentNotice: ([UInt8]) -> Void = { _ in }
     /// One line about something the bridge did on its own (e.g. dropped guest data).
@@ -106,8 +108,9 @@ public final class SpiceServer {
         // server turns regions it thinks are video into lossy MJPEG streams.
         spice_server_set_streaming_video(s, Int32(SPICE_STREAM_VIDEO_OFF))
         SpiceCore.onChannelEvent = { [weak self] event in
-            guard event.isMainChannel else { return }
-            self?.onClient(event)
+            guard let self else { return }
+            for watcher in self.onChannel { watcher(event) }
+            if event.isMainChannel { self.onClient(event) }
         }
         guard spice_server_init(s, SpiceCore.interface) == 0 else {
             throw SpiceError("the SPICE server could not open its sockets (\(config.listen))")

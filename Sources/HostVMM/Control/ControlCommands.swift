@@ -22,6 +22,7 @@ enum ControlCommands {
         "lock": lock,
         "query-display": { vm, _, done in done(.success(vm.displayStatusJSON())) },
         "display-debug-corrupt": { vm, args, done in done(vm.displayDebugCorrupt(args)) },
+        "query-audio": { vm, _, done in done(.success(vm.audioStatusJSON())) },
         "query-inputs": { vm, _, done in done(.success(vm.inputsStatusJSON())) },
         "input-send": { vm, args, done in done(vm.inputSend(args)) },
         "input-debug-corrupt": { vm, args, done in done(vm.inputDebugCorrupt(args)) },

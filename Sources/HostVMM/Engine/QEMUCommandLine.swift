@@ -23,6 +23,7 @@ public enum QEMUCommandLine {
     /// client mouse mode, the mouse for its server mouse mode.
     public static let inputDevices = VirtioInputDevice.Flavour.allCases.map(\.rawValue)
     public static let gpuDeviceID = "gpu0"
+    public static let soundDeviceID = "snd0"
     public static func inputDeviceID(_ device: String) -> String { "input-\(device)-dev" }
 
     public static func arguments(config: VMConfig, state: StateDirectory) -> [String] {
@@ -88,6 +89,15 @@ public enum QEMUCommandLine {
             args += [
                 "-chardev", "socket,id=gpu,path=\(state.gpuSocket)",
                 "-device", "vhost-user-gpu-pci,chardev=gpu,id=\(gpuDeviceID),max_outputs=1,queue_reset=off",
+            ]
+        }
+        if config.audio.device {
+            // As the display: hostvmm listens before QEMU starts. vhost-user-base passes the
+            // backend's feature bits through; queue_reset=off keeps virtio-pci's RING_RESET
+            // out of them whatever a QEMU version adds, as for the GPU.
+            args += [
+                "-chardev", "socket,id=snd,path=\(state.soundSocket)",
+                "-device", "vhost-user-snd-pci,chardev=snd,id=\(soundDeviceID),queue_reset=off",
             ]
         }
         if config.rootDisk != nil {

@@ -14,6 +14,23 @@ enum GuestInitFiles {
     /// with drm and its helpers from modules.dep.
     static let displayModules = ["virtio_gpu"]
 
+    /// Loaded (likewise) only when the VM has a virtio-snd (PCI 1af4:1059), from
+    /// /etc/modules-sound.load: virtio_snd with snd-pcm, snd-timer, snd and soundcore.
+    static let soundModules = ["virtio_snd"]
+
+    /// ALSA's configuration, which libasound reads before it opens any device
+    /// (aplay and arecord fail without it); the guest gets Debian's copy.
+    static let alsaConfig = "/usr/share/alsa/alsa.conf"
+
+    /// The embedded guest has one sound card and none of Debian's per-card files: its
+    /// "default" device is that card through the plug converter, so plain `aplay FILE`
+    /// and `arecord` work. Loaded by alsa.conf's hook.
+    static let asoundConf = """
+        pcm.!default { type plug slave.pcm "hw:0,0" }
+        ctl.!default { type hw card 0 }
+
+        """
+
     static let agentPath = "/sbin/guest-agent"
 
     static let inittab = """
@@ -39,14 +56,19 @@ enum GuestInitFiles {
         while read -r module; do
             insmod "/lib/modules/$module" || echo "rcS: cannot load $module"
         done < /etc/modules.load
-        for dev in /sys/bus/pci/devices/*; do
-            if [ "$(cat "$dev/vendor")" = 0x1af4 ] && [ "$(cat "$dev/device")" = 0x1050 ]; then
-                while read -r module; do
-                    insmod "/lib/modules/$module" || echo "rcS: cannot load $module"
-                done < /etc/modules-display.load
-                break
-            fi
-        done
+        # Modules of devices the VM may not have: only when the PCI device is there.
+        load_for_pci() {
+            for dev in /sys/bus/pci/devices/*; do
+                if [ "$(cat "$dev/vendor")" = 0x1af4 ] && [ "$(cat "$dev/device")" = "$1" ]; then
+                    while read -r module; do
+                        insmod "/lib/modules/$module" || echo "rcS: cannot load $module"
+                    done < "$2"
+                    return
+                fi
+            done
+        }
+        load_for_pci 0x1050 /etc/modules-display.load
+        load_for_pci 0x1059 /etc/modules-sound.load
         # /dev/virtio-ports/NAME, as udev's 50-udev-default.rules would make them.
         # A port's name arrives by a control message after probe: wait briefly.
         for port in /sys/class/virtio-ports/vport*; do

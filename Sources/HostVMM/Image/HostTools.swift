@@ -18,9 +18,11 @@ enum HostTool: String, CaseIterable {
     case tar
     // Each desktop VM's copy-on-write overlay of the cached disk (DiskOverlay).
     case qemuImg = "qemu-img"
+    /// Debian's ALSA player; the guest gets it (and arecord, its other name) with its libraries.
+    case aplay
 
     /// What the default (busybox initramfs) image needs.
-    static let defaultImage: [HostTool] = [.aptGet, .aptCache, .dpkgDeb, .depmod, .xz, .busybox, .ldd, .sha256sum]
+    static let defaultImage: [HostTool] = [.aptGet, .aptCache, .dpkgDeb, .depmod, .xz, .busybox, .ldd, .sha256sum, .aplay]
     /// What the desktop image needs on top (qemu-img is checked when a VM starts).
     static let desktopImage: [HostTool] = defaultImage + [.debootstrap, .mkfsExt4, .tar]
 
@@ -37,6 +39,7 @@ enum HostTool: String, CaseIterable {
         case .mkfsExt4: return "e2fsprogs"
         case .tar: return "tar"
         case .qemuImg: return "qemu-utils"
+        case .aplay: return "alsa-utils"
         }
     }
 

@@ -56,11 +56,15 @@ public struct ImageBuilder {
         progress("guest-agent")
         let agent = try agentPath ?? AgentBuild(sourceDir: sourceDir, log: log).build()
         let agentLibraries = try AgentBuild.sharedLibraries(of: agent)
+        // aplay/arecord for the sound device, with the loader and libraries they link.
+        let aplay = try HostTool.aplay.locate()
+        let aplayLibraries = try AgentBuild.sharedLibraries(of: aplay)
+        let libraries = Array(Set(agentLibraries + aplayLibraries)).sorted()
 
         progress("kernel package")
         let kernel = try KernelPackage.fetch(cacheDir: "\(cacheDir)/debs", log: log)
 
-        let inputs = [agent, busybox, kernel.debPath] + agentLibraries
+        let inputs = [agent, busybox, kernel.debPath, aplay, GuestInitFiles.alsaConfig] + libraries
         let key = try cacheKey(files: inputs, kernel: kernel)
         let imageDir = "\(cacheDir)/images/\(key)"
         let image = GuestImage(kernel: "\(imageDir)/vmlinuz", initrd: "\(imageDir)/initrd.cpio", key: key)
@@ -81,12 +85,13 @@ public struct ImageBuilder {
         // The display's modules (drm and its helpers, ~1.5 MB) load only when the VM has a
         // virtio-gpu (rcS checks the PCI ids): a 512 MiB guest without one keeps that memory.
         let displayOrder = try resolver.loadOrder(for: GuestInitFiles.displayModules).filter { !baseOrder.contains($0) }
-        let order = baseOrder + displayOrder
+        let soundOrder = try resolver.loadOrder(for: GuestInitFiles.soundModules).filter { !baseOrder.contains($0) }
+        let order = baseOrder + displayOrder + soundOrder.filter { !displayOrder.contains($0) }
 
-        progress("packing initramfs (\(order.count) modules, busybox, guest-agent and \(agentLibraries.count) libraries)")
+        progress("packing initramfs (\(order.count) modules, busybox, guest-agent, aplay and \(libraries.count) libraries)")
         var archive = CPIOArchive()
         for dir in ["bin", "sbin", "usr", "usr/bin", "usr/sbin", "etc", "etc/init.d", "etc/acpi", "etc/acpi/PWRF",
-                    "proc", "sys", "dev", "run", "tmp", "var", "lib", "lib/modules", "root"]
+                    "proc", "sys", "dev", "run", "tmp", "var", "lib", "lib/modules", "root", "usr/share", "usr/share/alsa"]
         {
             archive.add(dir, .directory)
         }
@@ -96,6 +101,10 @@ public struct ImageBuilder {
         archive.add("bin/sh", .symlink(target: "busybox"))
         archive.add("init", .symlink(target: "bin/busybox"))
         archive.add("sbin/guest-agent", .file(try readBytes(agent)))
+        archive.add("usr/bin/aplay", .file(try readBytes(aplay)))
+        archive.add("usr/bin/arecord", .symlink(target: "aplay"))
+        archive.add(String(GuestInitFiles.alsaConfig.dropFirst()), .file(try readBytes(GuestInitFiles.alsaConfig)), permissions: 0o644)
+        archive.add("etc/asound.conf", .file(Array(GuestInitFiles.asoundConf.utf8)), permissions: 0o644)
         archive.add("etc/inittab", .file(Array(GuestInitFiles.inittab.utf8)), permissions: 0o644)
         archive.add("etc/init.d/rcS", .file(Array(GuestInitFiles.rcS.utf8)))
         archive.add("etc/init.d/rcK", .file(Array(GuestInitFiles.rcK.utf8)))
@@ -103,6 +112,7 @@ public struct ImageBuilder {
         archive.add("etc/os-release", .file(Array(GuestInitFiles.osRelease.utf8)), permissions: 0o644)
         var loadList = ""
         var displayList = ""
+        var soundList = ""
         let xz = try HostTool.xz.locate()
         for path in order {
             let name = ModuleResolver.moduleName(ofPath: path) + ".ko"
@@ -114,12 +124,15 @@ public struct ImageBuilder {
                 content = try readBytes("\(modulesDir)/\(path)")
             }
             archive.add("lib/modules/\(name)", .file(content), permissions: 0o644)
-            if baseOrder.contains(path) { loadList += name + "\n" } else { displayList += name + "\n" }
+            if baseOrder.contains(path) { loadList += name + "\n" }
+            if displayOrder.contains(path) { displayList += name + "\n" }
+            if soundOrder.contains(path) { soundList += name + "\n" }
         }
         archive.add("etc/modules.load", .file(Array(loadList.utf8)), permissions: 0o644)
         archive.add("etc/modules-display.load", .file(Array(displayList.utf8)), permissions: 0o644)
+        archive.add("etc/modules-sound.load", .file(Array(soundList.utf8)), permissions: 0o644)
         var madeDirs = Set(["lib"])
-        for lib in agentLibraries {
+        for lib in libraries {
             let rel = String(lib.dropFirst())
             var parent = ""
             for component in rel.split(separator: "/").dropLast() {
@@ -153,8 +166,8 @@ public struct ImageBuilder {
         let sums = try runTool([sha] + files)
             .split(separator: "\n").map { $0.split(separator: " ").first.map(String.init) ?? "" }
         let description = ([Self.layoutVersion, kernel.packageName] + sums + GuestInitFiles.modules + ["display:"]
-            + GuestInitFiles.displayModules
-            + [GuestInitFiles.inittab, GuestInitFiles.rcS, GuestInitFiles.rcK, GuestInitFiles.powerButton,
+            + GuestInitFiles.displayModules + ["sound:"] + GuestInitFiles.soundModules
+            + [GuestInitFiles.asoundConf, GuestInitFiles.inittab, GuestInitFiles.rcS, GuestInitFiles.rcK, GuestInitFiles.powerButton,
                GuestInitFiles.osRelease])
             .joined(separator: "\n")
         let tmp = "\(cacheDir)/key-\(getpid()).txt"

@@ -27,6 +27,8 @@ public struct StateDirectory: Sendable {
     public func inputSocket(_ device: String) -> String { "\(path)/input-\(device).sock" }
     /// The vhost-user socket of the virtio-gpu (--display); hostvmm listens, QEMU connects.
     public var gpuSocket: String { "\(path)/gpu.sock" }
+    /// The vhost-user socket of the virtio-snd (--audio); hostvmm listens, QEMU connects.
+    public var soundSocket: String { "\(path)/sound.sock" }
     public var consoleLog: String { "\(path)/console.log" }
     public var qemuLog: String { "\(path)/qemu.log" }
     public var hostvmmLog: String { "\(path)/hostvmm.log" }

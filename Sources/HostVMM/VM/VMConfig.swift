@@ -31,6 +31,8 @@ public struct VMConfig: Sendable {
     /// client's window size reaches the running guest (QEMUDisplayConsole). Off
     /// when QEMU lacks the module; then the size applies at the guest's next probe.
     public var displayConsole = false
+    /// The virtio-snd device and where its sound goes (--audio).
+    public var audio = AudioSetup()
     /// nil: no SPICE server (--no-spice).
     public var spice: SpiceSetup? = SpiceSetup()
 

@@ -41,6 +41,8 @@ public final class VirtualMachine {
     var inputs: [String: InputDevice] = [:]
     /// The virtio-gpu and its SPICE display (--display).
     var display: GPUDisplay?
+    /// The virtio-snd and where its sound goes (--audio).
+    var audio: VMAudio?
     /// SPICE's inputs channel, when both SPICE and the virtio inputs are on.
     var spiceInputs: SpiceInputs?
 
@@ -88,6 +90,7 @@ public final class VirtualMachine {
         if let setup = config.spice { try startSpice(setup) }
         if config.inputs { try startInputs() }
         if config.display { try startDisplay() }
+        if config.audio.device { try startAudio() }
         if config.inputs && config.spice != nil { connectSpiceInputs() }
         onLog("accelerator: \(config.accelerator.kind.rawValue) (\(config.accelerator.reason))")
         let logFD = try state.openLog(state.qemuLog)
@@ -259,6 +262,7 @@ public final class VirtualMachine {
         emit(VMEvent(name: "qemu-exited", data: data))
         qmp?.close()
         stopDisplay()
+        stopAudio()
         spice = nil
         stopInputs()
         // The overlay holds everything the guest wrote, usually on a tmpfs: gone with the VM.

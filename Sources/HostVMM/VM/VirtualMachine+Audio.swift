@@ -1,0 +1,204 @@
+import AgentProtocol
+import Foundation
+import LinuxSystem
+import PulseAudio
+import SpiceBridge
+import VirtioCore
+import VirtioSound
+
+/// The VM's sound (issue #12): our virtio-snd device, served over vhost-user
+/// (QEMU's `vhost-user-snd-pci` connects to `sound.sock`), and where its
+/// streams go: SPICE's playback and record channels and/or the host's
+/// PulseAudio. Everything runs on the VM's loop, which is also the SPICE
+/// server's; libpulse keeps its own thread (PulseAudioConnection).
+final class VMAudio: VirtioSoundHost {
+    let device: VirtioSoundDevice
+    let backend: VhostUserBackend
+    let spice: SpiceAudio?
+    let pulse: PulseAudioConnection?
+    private let loop: EventLoop
+    private var timer: TimerHandle?
+    /// Period of the device's clock: SPICE's 10 ms frame.
+    static let tickMs: UInt64 = 10
+    var onStream: (VirtioSound.Direction, Bool) -> Void = { _, _ in }
+
+    init(device: VirtioSoundDevice, backend: VhostUserBackend, spice: SpiceAudio?, pulse: PulseAudioConnection?,
+         loop: EventLoop)
+    {
+        self.device = device
+        self.backend = backend
+        self.spice = spice
+        self.pulse = pulse
+        self.loop = loop
+        device.host = self
+        device.clock = { EventLoop.now() }
+        device.onTicksNeeded = { [unowned self] needed in needed ? self.startClock() : self.stopClock() }
+    }
+
+    private func startClock() {
+        guard timer == nil else { return }
+        scheduleTick()
+    }
+
+    private func scheduleTick() {
+        timer = loop.schedule(afterMilliseconds: Self.tickMs) { [weak self] in
+            guard let self, self.timer != nil else { return }
+            self.device.tick(now: EventLoop.now())
+            if self.device.needsTicks { self.scheduleTick() } else { self.timer = nil }
+        }
+    }
+
+    private func stopClock() {
+        loop.cancel(timer)
+        timer = nil
+    }
+
+    func close() {
+        stopClock()
+        backend.close()
+    }
+
+    // MARK: - VirtioSoundHost
+
+    func streamChanged(direction: VirtioSound.Direction, running: Bool) {
+        switch direction {
+        case .output:
+            if running { spice?.startPlayback() } else { spice?.stopPlayback() }
+            pulse?.setPlayback(running: running)
+        case .input:
+            if running { spice?.startRecord() } else { spice?.stopRecord() }
+            pulse?.setRecord(running: running)
+        }
+        onStream(direction, running)
+    }
+
+    func play(_ samples: [Int16]) {
+        spice?.play(samples)
+        pulse?.play(samples)
+    }
+
+    /// The microphone: a SPICE client's while one has its record channel open, else PulseAudio's.
+    func capture(frames: Int) -> [Int16] {
+        if let spice, spice.recordClients > 0 { return spice.record(frames: frames) }
+        return pulse?.capture(frames: frames) ?? []
+    }
+}
+
+extension VirtualMachine {
+    /// Listens on the sound socket; after startSpice, before QEMU starts (it connects at once).
+    func startAudio() throws {
+        let setup = config.audio
+        let device = VirtioSoundDevice()
+        let backend = VhostUserBackend(name: "sound", device: device, loop: loop)
+        backend.onLog = { [unowned self] line in self.onLog(line) }
+        backend.onBroken = { [unowned self] reason in
+            self.emit(VMEvent(name: "audio-broken", data: ["reason": .string(reason)]))
+        }
+        device.onLog = { [unowned self] line in self.onLog(line) }
+        let spiceAudio = setup.spice ? spice.map { SpiceAudio(server: $0) } : nil
+        let pulse = startPulse(setup)
+        let audio = VMAudio(device: device, backend: backend, spice: spiceAudio, pulse: pulse, loop: loop)
+        audio.onStream = { [unowned self, unowned device] direction, running in
+            let stream = device.streamStatus[direction == .output ? VirtioSoundDevice.outputStream : VirtioSoundDevice.inputStream]
+            var data: JSONObject = [
+                "stream": .string(direction == .output ? "playback" : "capture"), "running": .bool(running),
+            ]
+            if let p = stream.parameters {
+                data["format"] = .string(p.format.description)
+                data["rate"] = .int(Int64(p.rate.hertz))
+                data["channels"] = .int(Int64(p.channels))
+            }
+            self.emit(VMEvent(name: "audio-stream", data: data))
+        }
+        try backend.listen(path: state.soundSocket)
+        self.audio = audio
+        let outputs = [spiceAudio != nil ? "SPICE" : nil, pulse != nil ? "PulseAudio" : nil].compactMap { $0 }
+        onLog("audio: virtio-snd; sound goes to \(outputs.isEmpty ? "nowhere (no SPICE, no PulseAudio)" : outputs.joined(separator: " and "))")
+    }
+
+    /// PulseAudio as `--audio` asks: `if-reachable` keeps it only when a server answers within 2 s.
+    private func startPulse(_ setup: AudioSetup) -> PulseAudioConnection? {
+        guard setup.pulse != .off else { return nil }
+        let connection: PulseAudioConnection
+        do {
+            connection = try PulseAudioConnection(server: setup.pulseServer)
+        } catch {
+            onLog("audio: cannot start libpulse: \(error)")
+            return nil
+        }
+        let state = connection.waitUntilSettled(milliseconds: 2000)
+        if state != .ready && setup.pulse == .ifReachable {
+            onLog("audio: no PulseAudio server (\(connection.failure ?? "no answer")); sound goes to SPICE only")
+            return nil
+        }
+        if state != .ready {
+            onLog("audio: PulseAudio was asked for but \(connection.failure.map { "is not there (\($0))" } ?? "did not answer within 2 s"); "
+                  + "the VM runs on, and hostvmm tries again when the guest next starts a stream")
+        } else {
+            onLog("audio: PulseAudio server \(connection.serverName ?? "(default)")")
+        }
+        // libpulse's thread: hop to the VM's loop.
+        let vm = LoopBound(value: self)
+        let loop = self.loop
+        connection.onLog = { line in
+            loop.execute {
+                vm.value?.onLog("audio: " + line)
+                vm.value?.emit(VMEvent(name: "audio-backend", data: ["backend": "pulse", "message": .string(line)]))
+            }
+        }
+        return connection
+    }
+
+    func stopAudio() {
+        audio?.close()
+        audio = nil
+    }
+
+    func audioStatusJSON() -> JSONValue {
+        guard let audio else { return .object(["enabled": .bool(false)]) }
+        var streams: [JSONValue] = []
+        for s in audio.device.streamStatus {
+            var info: JSONObject = [
+                "id": .int(Int64(s.id)), "direction": .string(s.direction == .output ? "playback" : "capture"),
+                "state": .string(s.state), "queued-bytes": .int(Int64(s.queuedBytes)),
+                "buffers": .int(Int64(s.buffersCompleted)), "bytes": .int(Int64(s.bytesMoved)),
+                "underruns": .int(Int64(s.underruns)), "starts": .int(Int64(s.starts)),
+            ]
+            if let p = s.parameters {
+                info["format"] = .string(p.format.description)
+                info["rate"] = .int(Int64(p.rate.hertz))
+                info["channels"] = .int(Int64(p.channels))
+                info["buffer-bytes"] = .int(Int64(p.bufferBytes))
+                info["period-bytes"] = .int(Int64(p.periodBytes))
+            }
+            streams.append(.object(info))
+        }
+        var sinks: JSONObject = [:]
+        if let spice = audio.spice {
+            sinks["spice"] = .object([
+                "playing": .bool(spice.playing), "recording": .bool(spice.recording),
+                "playback-clients": .int(Int64(spice.playbackClients)), "record-clients": .int(Int64(spice.recordClients)),
+                "frames-sent": .int(Int64(spice.framesSent)), "frames-dropped": .int(Int64(spice.framesDropped)),
+                "frames-recorded": .int(Int64(spice.framesRecorded)),
+            ])
+        }
+        if let pulse = audio.pulse {
+            var p: JSONObject = [
+                "state": .string(pulse.state.rawValue),
+                "frames-played": .int(Int64(pulse.framesPlayed)), "frames-dropped": .int(Int64(pulse.framesDropped)),
+                "frames-captured": .int(Int64(pulse.framesCaptured)),
+            ]
+            if let server = pulse.serverName { p["server"] = .string(server) }
+            if let failure = pulse.failure { p["failure"] = .string(failure) }
+            sinks["pulse"] = .object(p)
+        }
+        var out: JSONObject = [
+            "enabled": .bool(true), "connected": .bool(audio.backend.isConnected), "streams": .array(streams),
+            "sinks": .object(sinks), "host-format": "S16_LE 48000 Hz 2 ch",
+            "bad-requests": .int(Int64(audio.device.badRequests)),
+        ]
+        if let e = audio.device.lastError { out["last-error"] = .string(e) }
+        if let reason = audio.backend.brokenReason { out["broken"] = .string(reason) }
+        return .object(out)
+    }
+}
