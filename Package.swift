@@ -54,11 +54,14 @@ let package = Package(
             name: "HostVMMCLI",
             dependencies: ["HostVMM", "pvpanic", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
+        // What every test target shares: a loop on its own thread, bounded waits, TestFailure.
+        .target(name: "TestSupport", dependencies: ["LinuxSystem"], path: "Tests/TestSupport"),
         .testTarget(name: "AgentProtocolTests", dependencies: ["AgentProtocol"]),
         .testTarget(name: "PanicTests", dependencies: ["pvpanic", "AgentProtocol"]),
-        .testTarget(name: "VirtioCoreTests", dependencies: ["VirtioCore", "VirtioInput", "VirtioGPU", "VirtioSound", "LinuxSystem", "CLinuxSupport"]),
+        .testTarget(name: "VirtioCoreTests", dependencies: ["VirtioCore", "VirtioInput", "VirtioGPU", "VirtioSound", "LinuxSystem", "CLinuxSupport",
+                                                          "TestSupport"]),
         // Clients/: the Python SPICE clients the tests run (with Debian's /usr/bin/python3), not sources.
-        .testTarget(name: "HostVMMTests", dependencies: ["HostVMM", "AgentProtocol", "pvpanic", "SpiceBridge"],
+        .testTarget(name: "HostVMMTests", dependencies: ["HostVMM", "AgentProtocol", "pvpanic", "SpiceBridge", "TestSupport"],
                     exclude: ["Clients"]),
     ]
 )

@@ -17,12 +17,13 @@ set -euo pipefail
 # qemu-system-modules-spice is QEMU's own SPICE, the reference in Benchmarks/display_fps.py.
 # Audio (issue #12): libpulse-dev for hostvmm's PulseAudio backend; alsa-utils gives the
 # embedded guest Debian's aplay/arecord (the image builder copies them and their libraries);
-# pulseaudio + pulseaudio-utils (parec) and sox are the tests' sound server and analysis.
+# pulseaudio + pulseaudio-utils (parec) are the tests' sound server, sox makes test tones and
+# python3-numpy finds a recording's frequency and level (Tests/HostVMMTests/Clients/tone.py).
 BACKPORTS_PACKAGES=(qemu-system-x86 qemu-guest-agent qemu-utils qemu-system-modules-opengl qemu-system-modules-spice)
 PACKAGES=(kmod busybox-static cpio xz-utils zstd python3 ca-certificates systemd debootstrap e2fsprogs tar
     libspice-server-dev pkg-config spice-client-gtk gir1.2-spiceclientglib-2.0 python3-gi python3-cryptography
     libx11-dev libxfixes-dev libxcb1-dev libxau-dev libxdmcp-dev xvfb xclip virt-viewer xdotool
-    libpulse-dev alsa-utils pulseaudio pulseaudio-utils sox)
+    libpulse-dev alsa-utils pulseaudio pulseaudio-utils sox python3-numpy)
 
 LOG_PREFIX=setup
 source "$(dirname "$0")/apt.sh"

@@ -54,7 +54,8 @@ public final class SpiceAudio {
         server.devices.append(self)
         server.onChannel.append { [weak self] event in
             guard let self else { return }
-            let delta = event.kind == .connected ? 1 : event.kind == .disconnected ? -1 : 0
+            // CONNECTED comes before the link names its channel type (0 then): count INITIALIZED.
+            let delta = event.kind == .initialized ? 1 : event.kind == .disconnected ? -1 : 0
             switch event.channelType {
             case 5: self.playbackClients = max(0, self.playbackClients + delta)  // SPICE_CHANNEL_PLAYBACK
             case 6: self.recordClients = max(0, self.recordClients + delta)  // SPICE_CHANNEL_RECORD

@@ -44,6 +44,16 @@ public final class VirtioSoundDevice: VirtioDeviceBackend {
     public private(set) var badRequests = 0
     public private(set) var lastError: String?
 
+    /// Test hooks (hostvmm's `audio-debug-corrupt`, HOSTVMM_TEST_HOOKS=1 only): the
+    /// next N control requests, or tx transfers, are altered as a hostile driver
+    /// would write them, one kind after another, so a real guest's requests can
+    /// show each kind's error status. Control: cut to 2 bytes, an unknown code, a
+    /// stream or item id out of range. Tx: another stream's id, a torn frame.
+    public var corruptNextRequests = 0
+    public var corruptNextTransfers = 0
+    private var corruptedRequests = 0
+    private var corruptedTransfers = 0
+
     public init() {}
 
     public var needsTicks: Bool { streams.contains { $0.isRunning } }
@@ -122,8 +132,9 @@ public final class VirtioSoundDevice: VirtioDeviceBackend {
             used = true
             let response: [UInt8]
             if queues.isEnabled(VirtioSound.controlQueue),
-                let request = try? chain.read(memory: q.memory, limit: VirtioSound.setParamsSize)
+                var request = try? chain.read(memory: q.memory, limit: VirtioSound.setParamsSize)
             {
+                if corruptNextRequests > 0 { request = corruptForTesting(request) }
                 response = handleControl(request, room: Int(chain.writableLength))
             } else {
                 response = Self.status(VirtioSound.Status.ioError)
@@ -286,7 +297,13 @@ public final class VirtioSoundDevice: VirtioDeviceBackend {
                 completed = true
                 continue
             }
-            let id = header.le32(0)
+            var id = header.le32(0)
+            var torn = false
+            if corruptNextTransfers > 0 {
+                corruptNextTransfers -= 1
+                corruptedTransfers += 1
+                if corruptedTransfers % 2 == 1 { id ^= 1 } else { torn = true }
+            }
             guard id == s.id, let params = s.parameters, [.prepared, .running, .stopped].contains(s.state) else {
                 complete(chain, in: q, rx: s.direction == .input, status: VirtioSound.Status.badMessage, stream: nil,
                          why: "transfer for stream \(id) on the \(s.direction == .output ? "tx" : "rx") queue (stream \(s.id) is \(s.state.rawValue))")
@@ -294,7 +311,7 @@ public final class VirtioSoundDevice: VirtioDeviceBackend {
                 continue
             }
             if s.direction == .output {
-                let dataBytes = Int(chain.readableLength) - VirtioSound.xferHeaderSize
+                let dataBytes = Int(chain.readableLength) - VirtioSound.xferHeaderSize - (torn ? 1 : 0)
                 guard dataBytes % params.bytesPerFrame == 0,
                     let all = try? chain.read(memory: q.memory, limit: Int(chain.readableLength))
                 else {
@@ -354,6 +371,18 @@ public final class VirtioSoundDevice: VirtioDeviceBackend {
         if !chains.isEmpty { queues.notify(index) }
     }
 
+    private func corruptForTesting(_ request: [UInt8]) -> [UInt8] {
+        corruptNextRequests -= 1
+        corruptedRequests += 1
+        var r = request
+        switch corruptedRequests % 3 {
+        case 1: return Array(r.prefix(2))
+        case 2: r.replaceSubrange(0..<4, with: [0x99, 0x09, 0, 0])
+        default: if r.count >= 8 { r.replaceSubrange(4..<8, with: [0xF0, 0xFF, 0xFF, 0xFF]) }
+        }
+        return r
+    }
+
     // MARK: - The clock
 
     /// Moves every running stream's due frames (call every ~10 ms while `needsTicks`).
@@ -376,9 +405,12 @@ public final class VirtioSoundDevice: VirtioDeviceBackend {
             toHost += s.converter!.toHost(s.pendingTx[0].data[start..<(start + n * frameBytes)])
             s.pendingTx[0].played += n * frameBytes
             s.framesSinceClock += n
+            // Data again after a dry spell mid-stream: that was an underrun (the guest was
+            // late). A stream that runs dry and then stops (the end of a file) was not.
+            if s.starved && s.bytesMoved > 0 { s.underruns += 1 }
+            s.starved = false
             s.bytesMoved += UInt64(n * frameBytes)
             due -= n
-            s.starved = false
             if s.pendingTx[0].played == s.pendingTx[0].data.count {
                 let done = s.pendingTx.removeFirst()
                 complete(done.chain, in: q, rx: false, status: VirtioSound.Status.ok, stream: s)
@@ -388,9 +420,8 @@ public final class VirtioSoundDevice: VirtioDeviceBackend {
         }
         if !toHost.isEmpty { host?.play(toHost) }
         if due > 0 {
-            // Nothing left to play: the guest is late (or done). Count it once, and let
-            // the clock start again when data comes, instead of owing the time.
-            if !s.starved && s.bytesMoved > 0 { s.underruns += 1 }
+            // Nothing left to play: the guest is late (or done). The clock starts again
+            // when data comes, instead of owing the time.
             s.starved = true
             s.restartClock(now: now)
         }

@@ -3,6 +3,7 @@ import Foundation
 import Glibc
 import LinuxSystem
 import Testing
+import TestSupport
 @testable import VirtioCore
 @testable import VirtioInput
 
@@ -14,41 +15,9 @@ import Testing
 /// connection, and sends nonsense. QEMU's own side is covered by the VM tests
 /// (InputEndToEndTests, DisplayEndToEndTests); these cases cannot be made with it.
 @Suite(.timeLimit(.minutes(10))) struct VhostUserFrontendTests {
-    /// An EventLoop on its own thread: the backend's, as hostvmm's VM loop.
-    final class LoopRunner: @unchecked Sendable {
-        let loop: EventLoop
-        private let stopped = DispatchSemaphore(value: 0)
-
-        init() throws {
-            loop = try EventLoop()
-            Thread.detachNewThread { [loop, stopped] in
-                loop.run()
-                stopped.signal()
-            }
-        }
-
-        /// Runs `body` on the loop thread and returns its result.
-        func sync<T>(_ body: @escaping () -> T) -> T {
-            nonisolated(unsafe) var result: T?
-            nonisolated(unsafe) let work = body
-            let done = DispatchSemaphore(value: 0)
-            loop.execute {
-                result = work()
-                done.signal()
-            }
-            precondition(done.wait(timeout: .now() + 10) == .success, "the loop did not run the work within 10 s")
-            return result!
-        }
-
-        func stop() {
-            loop.stop()
-            _ = stopped.wait(timeout: .now() + 5)
-        }
-    }
-
     /// The real keyboard behind a backend listening on a fresh socket, on its own loop.
     final class Harness: @unchecked Sendable {
-        let runner: LoopRunner
+        let runner: LoopThread
         let keyboard = VirtioInputDevice(flavour: .keyboard)
         let backend: VhostUserBackend
         let path: String
@@ -58,8 +27,8 @@ import Testing
             // hostvmm ignores SIGPIPE (VMRunner); so must this process: the frontend
             // writes to connections the backend drops.
             signal(SIGPIPE, SIG_IGN)
-            runner = try LoopRunner()
-            path = "\(try VhostUserFrontendTests.temporaryDirectory())/keyboard.sock"
+            runner = try LoopThread()
+            path = "\(try temporaryTestDirectory("vhost-user"))/keyboard.sock"
             let (runner, keyboard, path) = (runner, keyboard, path)
             backend = runner.sync {
                 let b = VhostUserBackend(name: "keyboard", device: keyboard, loop: runner.loop)
@@ -128,16 +97,6 @@ import Testing
         }
     }
 
-    struct TestFailure: Error, CustomStringConvertible {
-        let description: String
-        init(_ d: String) { description = d }
-    }
-
-    static func temporaryDirectory() throws -> String {
-        let dir = "\(NSTemporaryDirectory())/vhost-user-\(getpid())-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        return dir
-    }
 
     static func u64(_ bytes: [UInt8]) -> UInt64 {
         bytes.prefix(8).enumerated().reduce(0) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }

@@ -23,6 +23,7 @@ enum ControlCommands {
         "query-display": { vm, _, done in done(.success(vm.displayStatusJSON())) },
         "display-debug-corrupt": { vm, args, done in done(vm.displayDebugCorrupt(args)) },
         "query-audio": { vm, _, done in done(.success(vm.audioStatusJSON())) },
+        "audio-debug-corrupt": { vm, args, done in done(vm.audioDebugCorrupt(args)) },
         "query-inputs": { vm, _, done in done(.success(vm.inputsStatusJSON())) },
         "input-send": { vm, args, done in done(vm.inputSend(args)) },
         "input-debug-corrupt": { vm, args, done in done(vm.inputDebugCorrupt(args)) },

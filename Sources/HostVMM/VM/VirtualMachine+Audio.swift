@@ -154,6 +154,26 @@ extension VirtualMachine {
         audio = nil
     }
 
+    /// `audio-debug-corrupt` (HOSTVMM_TEST_HOOKS=1 only): {"requests": N} alters the next N
+    /// control requests, {"transfers": N} the next N playback transfers (VirtioSoundDevice
+    /// says how), {"chain": true} turns the next tx descriptor chain the guest offers into
+    /// a loop, which breaks the device until the guest resets it.
+    func audioDebugCorrupt(_ args: JSONObject) -> Result<JSONValue, ControlError> {
+        guard Self.testHooksEnabled else { return .failure(.commandNotFound("audio-debug-corrupt")) }
+        guard let audio else { return .failure(.generic("this VM has no sound device (it was started with --audio none)")) }
+        if let n = args["requests"]?.int64Value { audio.device.corruptNextRequests = Int(max(0, min(n, 1000))) }
+        if let n = args["transfers"]?.int64Value { audio.device.corruptNextTransfers = Int(max(0, min(n, 1000))) }
+        var out: JSONObject = [
+            "requests": .int(Int64(audio.device.corruptNextRequests)),
+            "transfers": .int(Int64(audio.device.corruptNextTransfers)),
+        ]
+        if args["chain"]?.boolValue == true {
+            audio.backend._corruptChainAtNextKickForTesting(queue: VirtioSound.txQueue)
+            out["chain"] = .bool(true)
+        }
+        return .success(.object(out))
+    }
+
     func audioStatusJSON() -> JSONValue {
         guard let audio else { return .object(["enabled": .bool(false)]) }
         var streams: [JSONValue] = []
@@ -189,7 +209,7 @@ extension VirtualMachine {
                 "frames-captured": .int(Int64(pulse.framesCaptured)),
             ]
             if let server = pulse.serverName { p["server"] = .string(server) }
-            if let failure = pulse.failure { p["failure"] = .string(failure) }
+            if pulse.state != .ready, let failure = pulse.failure { p["failure"] = .string(failure) }
             sinks["pulse"] = .object(p)
         }
         var out: JSONObject = [

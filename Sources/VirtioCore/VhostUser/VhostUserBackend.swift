@@ -367,7 +367,8 @@ public final class VhostUserBackend: VirtioQueueAccess {
         vrings[i].kickWatch = try? loop.watch(fd: fd, events: .read) { [unowned self] _ in
             var counter: UInt64 = 0
             _ = read(fd, &counter, 8)
-            guard self.vrings[i].queue != nil, self.brokenReason == nil else { return }
+            guard let q = self.vrings[i].queue, self.brokenReason == nil else { return }
+            if self.corruptOnKick.remove(i) != nil { _ = q._corruptNextChainForTesting() }
             self.device.queueNotified(i)
         }
         if brokenReason == nil { device.queueNotified(i) }
@@ -421,4 +422,11 @@ public final class VhostUserBackend: VirtioQueueAccess {
     public func _corruptNextChainForTesting(queue index: Int) -> Bool {
         queue(index)?._corruptNextChainForTesting() ?? false
     }
+
+    /// Test hook for queues whose chains the device takes at once (a sound device's tx):
+    /// the chain the driver makes available next is corrupted as above when its kick arrives.
+    public func _corruptChainAtNextKickForTesting(queue index: Int) {
+        corruptOnKick.insert(index)
+    }
+    private var corruptOnKick = Set<Int>()
 }

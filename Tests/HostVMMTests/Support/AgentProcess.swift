@@ -1,3 +1,4 @@
+import TestSupport
 import Foundation
 import LinuxSystem
 
@@ -26,11 +27,6 @@ final class AgentProcess {
         _ = process.waitForExit(timeout: 5)
         try? FileManager.default.removeItem(atPath: dir)
     }
-}
-
-struct TestFailure: Error, CustomStringConvertible {
-    var description: String
-    init(_ d: String) { description = d }
 }
 
 /// A blocking client that reads the agent's output as raw bytes.

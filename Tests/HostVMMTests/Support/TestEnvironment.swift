@@ -1,3 +1,4 @@
+import TestSupport
 import Foundation
 
 /// Paths the tests need: the package root and the binaries `swift build` made.
@@ -21,9 +22,6 @@ enum TestEnvironment {
 
     /// A fresh private directory under /tmp, removed by the caller.
     static func temporaryDirectory(_ label: String) throws -> String {
-        let path = "/tmp/hostvmm-test-\(label)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true,
-                                                attributes: [.posixPermissions: 0o700])
-        return path
+        try temporaryTestDirectory(label)
     }
 }

@@ -1,3 +1,4 @@
+import TestSupport
 import Foundation
 
 /// An Xvfb on a display number it picks itself (-displayfd), optionally with

@@ -1,14 +1,13 @@
-import LinuxSystem
 import Foundation
-@testable import HostVMM
+import LinuxSystem
 
-/// An EventLoop running on its own thread, with a way to run code on it and
-/// wait (bounded) for a result delivered by a callback.
-final class LoopThread: @unchecked Sendable {
-    let loop: EventLoop
+/// An EventLoop running on its own thread (as hostvmm's VM loop), with ways to
+/// run code on it and wait, bounded, for a result. Shared by every test target.
+public final class LoopThread: @unchecked Sendable {
+    public let loop: EventLoop
     private let done = DispatchSemaphore(value: 0)
 
-    init() throws {
+    public init() throws {
         // hostvmm ignores SIGPIPE (VMRunner) and handles EPIPE; code under test here
         // writes to sockets whose peers close, so this process must ignore it too.
         signal(SIGPIPE, SIG_IGN)
@@ -19,14 +18,14 @@ final class LoopThread: @unchecked Sendable {
         }
     }
 
-    func stop() {
+    public func stop() {
         loop.stop()
         _ = done.wait(timeout: .now() + 5)
     }
 
     /// Runs `body` on the loop; it calls `finish` with a value (possibly later,
     /// from a callback). Returns the value, or nil after `timeout`.
-    func onLoop<T>(timeout: TimeInterval, _ body: @escaping (@escaping (T) -> Void) -> Void) -> T? {
+    public func onLoop<T>(timeout: TimeInterval, _ body: @escaping (@escaping (T) -> Void) -> Void) -> T? {
         let box = ResultBox<T>()
         // The loop thread is the only one that touches what `body` captures.
         nonisolated(unsafe) let work = body
@@ -34,27 +33,31 @@ final class LoopThread: @unchecked Sendable {
         return box.wait(timeout: timeout)
     }
 
-    func sync(_ body: @escaping () -> Void) {
-        let finished: Bool? = onLoop(timeout: 10) { finish in
-            body()
-            finish(true)
-        }
-        precondition(finished == true, "the event loop did not run the work within 10 s")
+    /// Runs `body` on the loop thread and returns its result (within 10 s, or the test process stops).
+    @discardableResult
+    public func sync<T>(_ body: @escaping () -> T) -> T {
+        nonisolated(unsafe) let work = body
+        let result: T? = onLoop(timeout: 10) { finish in finish(work()) }
+        guard let result else { preconditionFailure("the event loop did not run the work within 10 s") }
+        return result
     }
 }
 
-final class ResultBox<T>: @unchecked Sendable {
+/// One value, set once from any thread, waited for with a bound.
+public final class ResultBox<T>: @unchecked Sendable {
     private let condition = NSCondition()
     private var value: T?
 
-    func set(_ v: T) {
+    public init() {}
+
+    public func set(_ v: T) {
         condition.withLock {
             if value == nil { value = v }
             condition.broadcast()
         }
     }
 
-    func wait(timeout: TimeInterval) -> T? {
+    public func wait(timeout: TimeInterval) -> T? {
         let deadline = Date().addingTimeInterval(timeout)
         return condition.withLock {
             while value == nil { if !condition.wait(until: deadline) { break } }
