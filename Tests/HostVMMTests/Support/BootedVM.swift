@@ -121,6 +121,20 @@ final class BootedVM {
         _ = try agent(#"{"execute":"guest-file-close","arguments":{"handle":\#(handle)}}"#)
     }
 
+    /// Reads `path` from the guest with guest-file-read, 48 KiB a request.
+    func getFile(_ path: String) throws -> [UInt8] {
+        let handle = try #require(try agent(#"{"execute":"guest-file-open","arguments":{"path":"\#(path)","mode":"r"}}"#)["return"]?.int64Value)
+        var data: [UInt8] = []
+        while true {
+            let r = try agent(#"{"execute":"guest-file-read","arguments":{"handle":\#(handle),"count":49152}}"#)
+            guard let chunk = r["return"]?["buf-b64"]?.stringValue else { throw TestFailure("guest-file-read: \(JSONWriter.string(r))") }
+            data += try Base64.decode(chunk)
+            if r["return"]?["eof"]?.boolValue == true { break }
+        }
+        _ = try agent(#"{"execute":"guest-file-close","arguments":{"handle":\#(handle)}}"#)
+        return data
+    }
+
     /// Waits for the n-th line containing `text` in `up`'s output.
     func waitForOccurrence(_ text: String, count: Int, timeout: TimeInterval) -> Bool {
         let deadline = Date().addingTimeInterval(timeout)

@@ -18,6 +18,8 @@ enum TestEnvironment {
     static var hostvmm: String { "\(binDir)/hostvmm" }
     /// The spice-gtk client for display and input tests (run with /usr/bin/python3).
     static let spiceDevicesClient = "\(packageRoot)/Tests/HostVMMTests/Clients/spice_devices.py"
+    static let spiceAudioClient = "\(packageRoot)/Tests/HostVMMTests/Clients/spice_audio.py"
+    static let toneAnalysis = "\(packageRoot)/Tests/HostVMMTests/Clients/tone.py"
     static var guestAgent: String { "\(binDir)/guest-agent" }
 
     /// A fresh private directory under /tmp, removed by the caller.
