@@ -41,13 +41,14 @@ def report(name, times):
 
 
 def main():
-    with display_fps.ours_vm() as (_agent, uri, _pids, display):
+    with display_fps.ours_vm(label="display") as (_agent, uri, _pids, query):
         ours = resizes(uri)
-        live = display().get("live-resize")
+        live = query("display").get("live-resize")
     report(f"hostvmm (vhost-user-gpu, live resize {live})", ours)
     if not display_fps.qemu_has_spice():
         return
-    with display_fps.reference_vm() as (_agent, uri, _pids):
+    with display_fps.reference_vm(display_fps.REFERENCE_DEVICES, label="display-qemu",
+                                  append=display_fps.REFERENCE_APPEND) as (_agent, uri, _pids):
         theirs = resizes(uri)
     report("QEMU virtio-gpu-pci + -spice", theirs)
     print(f"ratio ours/QEMU (median): {statistics.median(ours) / statistics.median(theirs):.2f}x")

@@ -195,6 +195,10 @@ import Testing
         #expect(unitLines.dropFirst().first == "no", "\(unit.output)")
         #expect(unitLines.dropFirst(2).first?.count == 32, "\(unit.output)")
 
+        // The sound card: udev loads virtio_snd, Debian's aplay (alsa-utils) sees it.
+        let cards = try vm.guestRun("aplay -l 2>&1")
+        #expect(cards.output.contains("VirtIO SoundCard"), "\(cards.output)")
+
         // getty's autologin and pam_systemd make a logind session on tty1; it
         // becomes active a few seconds after the agent is up (bounded wait).
         let session = Self.poll(90) { () -> [String: String]? in

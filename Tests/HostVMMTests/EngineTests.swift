@@ -68,6 +68,27 @@ import Testing
         #expect(none[try #require(none.firstIndex(of: "-display")) + 1] == "none")
         #expect(!none.contains { $0.contains("vhost-user-gpu") || $0.hasPrefix("console=tty0") })
     }
+
+    /// --audio: the vhost-user-snd device on sound.sock, unless none.
+    @Test func audioDeviceAndModes() throws {
+        var config = VMConfig(name: "t", memoryBytes: 512 << 20, cpus: 2, accelerator: .forced(.tcg),
+                              kernelPath: "/k", initrdPath: "/i", qemuPath: "/q")
+        let state = StateDirectory(path: "/run/hostvmm/t")
+        let on = QEMUCommandLine.arguments(config: config, state: state)
+        #expect(on.contains("socket,id=snd,path=/run/hostvmm/t/sound.sock"))
+        #expect(on.contains("vhost-user-snd-pci,chardev=snd,id=snd0,queue_reset=off"))
+        config.audio = try AudioSetup.parse("none")
+        #expect(!QEMUCommandLine.arguments(config: config, state: state).contains { $0.contains("snd") })
+
+        let auto = try AudioSetup.parse("auto")
+        #expect(auto.device && auto.spice && auto.pulse == .ifReachable)
+        #expect(try AudioSetup.parse("spice").pulse == .off)
+        let pulse = try AudioSetup.parse("pulse")
+        #expect(!pulse.spice && pulse.pulse == .on)
+        let both = try AudioSetup.parse("spice+pulse")
+        #expect(both.spice && both.pulse == .on)
+        #expect(throws: VMConfigError.self) { try AudioSetup.parse("alsa") }
+    }
 }
 
 @Suite struct AcceleratorTests {

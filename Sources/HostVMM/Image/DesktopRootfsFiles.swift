@@ -11,8 +11,9 @@ enum DesktopRootfsFiles {
     /// On top of minbase (111 packages, 41 MB of .debs). logind is part of
     /// `systemd`; libpam-systemd adds pam_systemd to common-session so that a
     /// login becomes a logind session; dbus-bin has dbus-monitor (the
-    /// session-locker below); kmod gives modprobe for udev.
-    static let packages = ["systemd", "systemd-sysv", "dbus", "dbus-bin", "libpam-systemd", "udev", "kmod"]
+    /// session-locker below); kmod gives modprobe for udev; alsa-utils gives
+    /// aplay, arecord and amixer for the sound card (issue #12).
+    static let packages = ["systemd", "systemd-sysv", "dbus", "dbus-bin", "libpam-systemd", "udev", "kmod", "alsa-utils"]
 
     /// Left out of the base tarball: debootstrap's downloaded .debs (41 MB) and
     /// the apt lists (49 MB); a throwaway guest has no use for either.
@@ -36,12 +37,14 @@ enum DesktopRootfsFiles {
     /// - GuestInitFiles' lists, as in the default guest: virtio_balloon, pvpanic and
     ///   pvpanic_pci (hostvmm's devices); button and evdev (the ACPI power button, which
     ///   logind turns into poweroff); virtio_input (keyboard, tablet, mouse); virtio_gpu
-    ///   (the display; drm and its helpers come with it).
+    ///   (the display; drm and its helpers come with it); virtio_snd (the sound card, with
+    ///   snd, snd-pcm, snd-timer and soundcore).
     /// - autofs4, binfmt_misc: systemd's proc-sys-fs-binfmt_misc.automount.
     /// - configfs: sys-kernel-config.mount.
     /// - qemu_fw_cfg: /sys/firmware/qemu_fw_cfg.
     /// - virtio_rng: entropy once a virtio-rng device is added.
     static let rootfsModules = initramfsModules + GuestInitFiles.modules + GuestInitFiles.displayModules
+        + GuestInitFiles.soundModules
         + ["autofs4", "binfmt_misc", "configfs", "qemu_fw_cfg", "virtio_rng"]
 
     /// depmod's inputs besides the modules themselves.
