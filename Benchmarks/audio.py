@@ -17,6 +17,9 @@ one run.
 
 Usage: Benchmarks/audio.py [SECONDS] (default 60). Needs a built hostvmm and image,
 sox, Debian's /usr/bin/python3 with gi and numpy, and qemu-system-modules-spice.
+Measure a release build (HOSTVMM=.build/release/hostvmm, `swift build -c release`): the
+debug build's sample loops are several times slower. The agent is reached through
+hostvmm's control socket (ours) and QEMU's agent socket (reference), both kept open.
 """
 import base64
 import os
@@ -103,10 +106,11 @@ def measure(agent, uri, pids, files):
     raw = tempfile.mktemp(suffix=".raw")
     listener = Client(uri, "listen", raw, str(SECONDS + 60))
     assert listener.wait_for("connected"), "client did not connect"
-    c0, t0 = sum(cpu_seconds(p) for p in pids), time.monotonic()
+    each0, t0 = [cpu_seconds(p) for p in pids], time.monotonic()
     out = run_in_guest(agent, "aplay /tmp/tone.wav 2>&1", timeout=SECONDS + 120)
     elapsed = time.monotonic() - t0
-    cpu = sum(cpu_seconds(p) for p in pids) - c0
+    each = [cpu_seconds(p) - c for p, c in zip(pids, each0)]
+    cpu = sum(each)
     listener.wait_for("stop", timeout=10)
     listener.stop()
     pcm = np.fromfile(raw, dtype="<i2").reshape(-1, 2)[:, 0].astype(np.float64) / 32768
@@ -117,14 +121,15 @@ def measure(agent, uri, pids, files):
     dropouts = int(np.sum(rms[loud[0]:loud[-1] + 1] < 0.01)) if len(loud) else -1
     return {"latency_ms": statistics.median(latencies) if latencies else float("nan"),
             "latency_all": latencies, "seconds": elapsed, "cpu_per_s": (cpu - idle_rate * elapsed) / SECONDS,
-            "cpu_total_per_s": cpu / elapsed, "underruns": out.count("underrun"), "dropouts": dropouts,
+            "cpu_total_per_s": cpu / elapsed, "cpu_each_per_s": [c / elapsed for c in each], "underruns": out.count("underrun"), "dropouts": dropouts,
             "heard_s": len(pcm) / 48000}
 
 
 def report(name, r):
     print(f"{name}: click latency median {r['latency_ms']:.0f} ms ({', '.join(f'{x:.0f}' for x in r['latency_all'])}); "
           f"{SECONDS:.0f} s tone took {r['seconds']:.1f} s, heard {r['heard_s']:.1f} s; CPU {r['cpu_per_s'] * 1000:.0f} ms "
-          f"per audio second above idle ({r['cpu_total_per_s'] * 1000:.0f} ms/s in all); aplay underruns {r['underruns']}, "
+          f"per audio second above idle ({r['cpu_total_per_s'] * 1000:.0f} ms/s in all: "
+          f"{' + '.join(f'{c * 1000:.0f}' for c in r['cpu_each_per_s'])}); aplay underruns {r['underruns']}, "
           f"dropouts heard {r['dropouts']}", flush=True)
 
 
@@ -136,7 +141,7 @@ def main():
     with ours_vm("--audio", "spice", "--no-display", "--no-inputs", label="audio") as (agent, uri, pids, query):
         ours = measure(agent, uri, pids, files)
         streams = query("audio")["streams"]
-    report("hostvmm (vhost-user-snd + VirtioSound + SpiceBridge)", ours)
+    report("hostvmm (vhost-user-snd + VirtioSound + SpiceBridge; CPU hostvmm + QEMU)", ours)
     print(f"  device counters: playback underruns {streams[0]['underruns']}, {streams[0]['buffers']} buffers")
     if not qemu_has_spice():
         return

@@ -130,14 +130,28 @@ struct StreamConverter {
         }
     }
 
+    /// The guest's stream is already the host format: bytes are copied, not converted.
+    var isHostFormat: Bool { params.format == .s16 && params.rate.hertz == HostPCM.rate && params.channels == HostPCM.channels }
+
     /// Guest bytes (whole frames) -> host S16 stereo samples.
     mutating func toHost(_ bytes: ArraySlice<UInt8>) -> [Int16] {
+        if isHostFormat {
+            // One copy (the host is little-endian, as the wire: Linux on x86-64 and arm64).
+            var out = [Int16](repeating: 0, count: bytes.count / 2)
+            out.withUnsafeMutableBytes { dst in
+                bytes.withUnsafeBytes { src in dst.copyMemory(from: UnsafeRawBufferPointer(rebasing: src[..<dst.count])) }
+            }
+            return out
+        }
         let stereo = ChannelMap.toStereo(SampleCodec.decode(bytes, format: params.format), channels: params.channels)
         return resampler.process(stereo).map(SampleCodec.int16)
     }
 
     /// Host S16 stereo samples -> guest bytes (whole frames).
     mutating func toGuest(_ samples: [Int16]) -> [UInt8] {
+        if isHostFormat {
+            return samples.withUnsafeBytes { Array($0) }
+        }
         let stereo = resampler.process(samples.map { Float($0) / 32768 })
         var out: [UInt8] = []
         SampleCodec.encode(ChannelMap.fromStereo(stereo, channels: params.channels), format: params.format, into: &out)

@@ -33,6 +33,8 @@ public final class VirtioSoundDevice: VirtioDeviceBackend {
     public static let inputStream = 1
     /// Largest buffer (and so period) a guest may set: 4 MiB is ~20 s of 48 kHz stereo S16.
     public static let maxBufferBytes = 4 << 20
+    /// How far playback runs ahead of real time: one SPICE frame, so sound starts at START.
+    public static let outputLeadMs: UInt64 = 10
 
     public weak var host: VirtioSoundHost?
     public var onLog: (String) -> Void = { _ in }
@@ -255,10 +257,13 @@ public final class VirtioSoundDevice: VirtioDeviceBackend {
             s.state = .running
             s.starts += 1
             s.starved = false
-            // Output buffers the guest queued before START (its pre-fill) play from now.
-            s.restartClock(now: clock())
+            // Output buffers the guest queued before START (its pre-fill) play from now, one
+            // host frame (10 ms) ahead: the first leaves at once instead of at the next tick.
+            let now = clock()
+            s.restartClock(now: s.direction == .output ? now &- Self.outputLeadMs : now)
             host?.streamChanged(direction: s.direction, running: true)
             if streams.filter(\.isRunning).count == 1 { onTicksNeeded(true) }
+            if s.direction == .output { playDue(s, now: now) }
             return ok
         case VirtioSound.Request.pcmStop:
             guard s.state == .running else { return outOfOrder("STOP") }

@@ -218,14 +218,17 @@ final class TestSoundDriver {
         #expect(d.tx.usedIndex == 0, "nothing plays before START")
         #expect(d.pcm(VirtioSound.Request.pcmStart, stream: 0) == Self.ok)
         #expect(d.device.needsTicks)
-        d.advance(ms: 5)
-        #expect(d.host.played.count == 480)  // 240 frames
-        #expect(d.tx.usedIndex == 0)
-        d.advance(ms: 5)
+        // START plays the first 10 ms at once (the device runs one frame ahead).
+        #expect(d.host.played.count == 960)
         #expect(d.tx.usedIndex == 1)
         #expect(d.tx.used(0).len == 8)
         #expect(d.guest.get(UInt32.self, at: statuses[0]) == Self.ok)
-        d.advance(ms: 40)
+        d.advance(ms: 5)
+        #expect(d.host.played.count == 1440)  // 720 frames
+        #expect(d.tx.usedIndex == 1)
+        d.advance(ms: 5)
+        #expect(d.tx.usedIndex == 2)
+        d.advance(ms: 30)
         #expect(d.tx.usedIndex == 5)
         #expect(d.host.played == sent)
         #expect(d.device.streamStatus[0].underruns == 0)
@@ -250,7 +253,6 @@ final class TestSoundDriver {
         #expect(d.pcm(VirtioSound.Request.pcmPrepare, stream: 0) == Self.ok)
         for _ in 0..<4 { d.play([UInt8](repeating: 1, count: 1920)) }
         #expect(d.pcm(VirtioSound.Request.pcmStart, stream: 0) == Self.ok)
-        d.advance(ms: 10)
         #expect(d.tx.usedIndex == 1)
         #expect(d.pcm(VirtioSound.Request.pcmStop, stream: 0) == Self.ok)
         #expect(d.tx.usedIndex == 1, "STOP keeps the buffers")
@@ -297,7 +299,6 @@ final class TestSoundDriver {
         // And a good one plays.
         d.play([UInt8](repeating: 0, count: 1920))
         #expect(d.pcm(VirtioSound.Request.pcmStart, stream: 0) == Self.ok)
-        d.advance(ms: 10)
         #expect(d.tx.usedIndex == 4)
     }
 
@@ -325,5 +326,21 @@ final class TestSoundDriver {
                                                         bufferBytes: 4096, periodBytes: 1024))
         let back = s32.toGuest([16384, -16384])
         #expect(back == TestSoundDriver.u32s([0x4000_0000, 0xC000_0000]))
+    }
+}
+
+extension VirtioSoundTests {
+    /// The host format itself is copied, not converted: the same as the general path's result.
+    @Test func hostFormatPassesThroughUnchanged() {
+        let params = PCMParameters(direction: .output, format: .s16, rate: .r48000, channels: 2, bufferBytes: 4096, periodBytes: 1024)
+        var fast = StreamConverter(params: params)
+        #expect(fast.isHostFormat)
+        let samples: [Int16] = [0, 1, -1, 32767, -32768, 12345, -2, 7]
+        var bytes: [UInt8] = [0xAA, 0xBB]  // an odd start, as a slice of a larger buffer may have
+        for v in samples { bytes.appendLE(v) }
+        #expect(fast.toHost(bytes[2...]) == samples)
+        var capture = StreamConverter(params: PCMParameters(direction: .input, format: .s16, rate: .r48000, channels: 2,
+                                                            bufferBytes: 4096, periodBytes: 1024))
+        #expect(capture.toGuest(samples) == Array(bytes[2...]))
     }
 }
