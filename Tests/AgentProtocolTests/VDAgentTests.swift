@@ -297,3 +297,16 @@ import Testing
         }
     }
 }
+
+@Suite struct VDAgentAudioVolumeTests {
+    @Test func parsesTheUnalignedVolumesAndRefusesWhatDoesNotFit() {
+        let v = VDAgentAudioVolume(payload: [1, 0, 2, 0x00, 0x80, 0xFF, 0xFF])
+        #expect(v == VDAgentAudioVolume(isPlayback: true, mute: false, volumes: [32768, 65535]))
+        #expect(v?.encoded == [1, 0, 2, 0x00, 0x80, 0xFF, 0xFF])
+        #expect(VDAgentAudioVolume(payload: [0, 1, 1, 5, 0])?.mute == true)
+        #expect(VDAgentAudioVolume(payload: [1, 0, 2, 0, 0x80]) == nil, "two channels declared, one present")
+        #expect(VDAgentAudioVolume(payload: [1, 0, 0]) == nil, "no channels")
+        #expect(VDAgentAudioVolume(payload: [1, 0]) == nil)
+        #expect(VDAgentAudioVolume(payload: [1, 0, 200] + [UInt8](repeating: 0, count: 400)) == nil, "too many channels")
+    }
+}

@@ -144,6 +144,32 @@ import Testing
         let backTone = try Self.analyse("\(work)/back.raw", raw: true)
         #expect(abs(backTone.hz - 1000) <= 5, "PulseAudio after its restart got \(backTone)")
 
+        // 5. The client's volume (VD_AGENT_AUDIO_VOLUME_SYNC, through our guest agent), as
+        // spice-gtk sends it (GStreamer's cubic volume): half is 18 dB down, mute is silence,
+        // full is the guest's level again.
+        for (volume, mute, expected) in [(32768, 0, Self.guestLevel - 18.06), (65535, 1, -200.0), (65535, 0, Self.guestLevel)] {
+            let notices = vm.up.count(containing: "\"event\": \"audio-volume\"")
+            let sent = try runCommand("/usr/bin/python3", [SpiceClipboardTests.hostileClient, uri, "volume", "playback",
+                                                           String(mute), String(volume), String(volume)], timeout: 60)
+            #expect(sent.output.contains("sent volume"), "\(sent.output)")
+            #expect(vm.waitForOccurrence("\"event\": \"audio-volume\"", count: notices + 1, timeout: 30),
+                    "no audio-volume event: \(vm.up.transcript.suffix(2000))")
+            let file = "\(work)/volume-\(volume)-\(mute).raw"
+            let sink = try pulse.recordSink(into: file)
+            #expect(try vm.guestRun("aplay -q /tmp/tone1k.wav; echo exit=$?").output.contains("exit=0"))
+            sink.signal(SIGINT)
+            _ = sink.waitForExit(timeout: 10)
+            let level = try Self.analyse(file, raw: true)
+            if mute == 1 {
+                #expect(level.hz == 0, "muted, PulseAudio still got \(level)")
+            } else {
+                #expect(abs(level.db - expected) <= 1 && abs(level.hz - 1000) <= 5, "at volume \(volume): \(level)")
+            }
+        }
+        let volume = try audio(vm)["client-volume"]
+        #expect(volume?["playback"]?["mute"]?.boolValue == false, "\(volume.map(JSONWriter.string) ?? "none")")
+        #expect(volume?["playback"]?["volume"] == .array([65535, 65535]), "\(volume.map(JSONWriter.string) ?? "none")")
+
         _ = try vm.cli(["down", vm.name])
         #expect(vm.upExitCode() == 0)
     }

@@ -6,9 +6,10 @@ import LinuxSystem
 /// the client going away. It sends through `send`; it does no I/O itself.
 final class SpiceAgentSession: @unchecked Sendable {
     /// What we announce: on-demand clipboard with selections, LF line ends,
-    /// MAX_CLIPBOARD, and re-grab without release.
+    /// MAX_CLIPBOARD, re-grab without release, and the client's audio volume.
     static let capabilities: VDAgentCapabilities = [
         .clipboardByDemand, .clipboardSelection, .guestLineEndLF, .maxClipboard, .clipboardNoReleaseOnRegrab,
+        .audioVolumeSync,
     ]
 
     private let monitor = Monitor()
@@ -90,9 +91,28 @@ final class SpiceAgentSession: @unchecked Sendable {
         case .monitorsConfig:
             // No display to configure in a headless guest; acknowledge on the port it came on.
             write(.reply(type: VDAgentMessageType.monitorsConfig.rawValue, error: 1), port: port)
+        case .other(.audioVolumeSync, let payload):
+            audioVolume(payload)
         case .reply, .mouseState, .other:
             break
         }
+    }
+}
+
+extension SpiceAgentSession {
+    /// The client's volume and mute. hostvmm's sound card has no mixer controls, so
+    /// the agent passes them to hostvmm (a notice, protocol.md §1.9), which applies
+    /// them to the guest's sound as spice-vdagent would to the guest's mixer.
+    private func audioVolume(_ payload: [UInt8]) {
+        guard let volume = VDAgentAudioVolume(payload: payload) else {
+            Log.info("SPICE agent: dropped a malformed AUDIO_VOLUME_SYNC (\(payload.count) bytes)")
+            return
+        }
+        let notice: JSONObject = [
+            "event": "audio-volume", "stream": .string(volume.isPlayback ? "playback" : "capture"),
+            "mute": .bool(volume.mute), "volume": .array(volume.volumes.map { .int(Int64($0)) }),
+        ]
+        send(HostNotice.encode(json: JSONWriter.encode(.object(notice))))
     }
 }
 

@@ -18,6 +18,36 @@ final class VMAudio: VirtioSoundHost {
     let pulse: PulseAudioConnection?
     private let loop: EventLoop
     private var timer: TimerHandle?
+    /// The SPICE client's playback volume and mute (VD_AGENT_AUDIO_VOLUME_SYNC through
+    /// our guest agent), applied to what the guest plays, as spice-vdagent applies it to
+    /// the guest's mixer. spice-gtk sends GStreamer's cubic volume (0...65535 for
+    /// 0...1.0), so the amplitude gain is its cube: 32768 is about -18 dB. Per channel.
+    /// The client's record volume is reported but not applied: spice-gtk 0.42 reads it
+    /// from its source element even when that has no volume property, and then sends an
+    /// uninitialised value (0/0 measured here with autoaudiosrc), which would silence
+    /// every microphone.
+    var playbackGain: (left: Float, right: Float) = (1, 1)
+    var playbackVolume: (mute: Bool, volumes: [UInt16])?
+    var captureVolume: (mute: Bool, volumes: [UInt16])?
+
+    static func gain(mute: Bool, volumes: [UInt16]) -> (left: Float, right: Float) {
+        if mute { return (0, 0) }
+        func cube(_ v: UInt16) -> Float { let x = Float(v) / 65535; return x * x * x }
+        let left = volumes.first ?? 65535
+        return (cube(left), cube(volumes.count > 1 ? volumes[1] : left))
+    }
+
+    /// Scales interleaved stereo samples (nothing to do at unity).
+    static func apply(_ gain: (left: Float, right: Float), to samples: [Int16]) -> [Int16] {
+        if gain == (1, 1) { return samples }
+        var out = samples
+        for i in out.indices {
+            let g = i & 1 == 0 ? gain.left : gain.right
+            out[i] = Int16(max(-32768, min(32767, (Float(out[i]) * g).rounded())))
+        }
+        return out
+    }
+
     /// Period of the device's clock: SPICE's 10 ms frame.
     static let tickMs: UInt64 = 10
     var onStream: (VirtioSound.Direction, Bool) -> Void = { _, _ in }
@@ -73,8 +103,9 @@ final class VMAudio: VirtioSoundHost {
     }
 
     func play(_ samples: [Int16]) {
-        spice?.play(samples)
-        pulse?.play(samples)
+        let scaled = Self.apply(playbackGain, to: samples)
+        spice?.play(scaled)
+        pulse?.play(scaled)
     }
 
     /// The microphone: a SPICE client's while one has its record channel open, else PulseAudio's.
@@ -149,6 +180,25 @@ extension VirtualMachine {
         return connection
     }
 
+    /// An `audio-volume` notice from our guest agent (data: stream, mute, volume[]); false if malformed.
+    func audioVolumeChanged(_ data: JSONObject) -> Bool {
+        guard let stream = data["stream"]?.stringValue, ["playback", "capture"].contains(stream),
+            let mute = data["mute"]?.boolValue, let list = data["volume"]?.arrayValue,
+            (1...VDAgentAudioVolume.maxChannels).contains(list.count)
+        else { return false }
+        let volumes = list.compactMap { $0.int64Value.flatMap(UInt16.init(exactly:)) }
+        guard volumes.count == list.count else { return false }
+        guard let audio else { return true }  // no sound card: nothing to apply, still worth the event
+        if stream == "playback" {
+            audio.playbackGain = VMAudio.gain(mute: mute, volumes: volumes)
+            audio.playbackVolume = (mute, volumes)
+        } else {
+            audio.captureVolume = (mute, volumes)  // reported, not applied (see VMAudio)
+        }
+        onLog("audio: the SPICE client's \(stream) volume: \(mute ? "muted" : volumes.map(String.init).joined(separator: "/"))")
+        return true
+    }
+
     func stopAudio() {
         audio?.close()
         audio = nil
@@ -212,8 +262,14 @@ extension VirtualMachine {
             if pulse.state != .ready, let failure = pulse.failure { p["failure"] = .string(failure) }
             sinks["pulse"] = .object(p)
         }
+        var volume: JSONObject = [:]
+        for (name, v) in [("playback", audio.playbackVolume), ("capture", audio.captureVolume)] {
+            guard let v else { continue }
+            volume[name] = .object(["mute": .bool(v.mute), "volume": .array(v.volumes.map { .int(Int64($0)) })])
+        }
         var out: JSONObject = [
             "enabled": .bool(true), "connected": .bool(audio.backend.isConnected), "streams": .array(streams),
+            "client-volume": .object(volume),
             "sinks": .object(sinks), "host-format": "S16_LE 48000 Hz 2 ch",
             "bad-requests": .int(Int64(audio.device.badRequests)),
         ]

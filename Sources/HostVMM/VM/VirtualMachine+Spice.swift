@@ -111,7 +111,7 @@ extension VirtualMachine {
 
     /// Events our guest agent may report (HostNotice); anything else it sends is
     /// logged and dropped: the guest is not trusted to name host events.
-    static let agentNoticeEvents: Set<String> = ["guest-locked", "guest-lock-failed"]
+    static let agentNoticeEvents: Set<String> = ["guest-locked", "guest-lock-failed", "audio-volume"]
 
     private func agentNotice(_ bytes: [UInt8]) {
         guard case .object(let notice)? = try? JSONParser.parse(bytes),
@@ -122,6 +122,12 @@ extension VirtualMachine {
         }
         var data = notice
         data["event"] = nil
+        if name == "audio-volume" {
+            guard audioVolumeChanged(data) else {
+                onLog("ignored an audio-volume notice without a stream, mute and 1-32 volumes 0-65535")
+                return
+            }
+        }
         emit(VMEvent(name: name, data: data))
     }
 

@@ -13,7 +13,7 @@ Usage:
   spice_audio.py URI quit-after-start     exits abruptly (os._exit) as soon as playback-start arrives: "left"
 Run with Debian's /usr/bin/python3 (it has gi; see ../shared/docs/spice.md §10). Audio devices of the client
 itself are kept out of the way: spice-gtk's GStreamer backend, which the guest agent's capabilities make it
-create, gets a fake sink (SPICE_GST_AUDIOSINK) so the machine needs no sound card.
+create, gets a fake sink at full volume (SPICE_GST_AUDIOSINK) so the machine needs no sound card.
 """
 import array
 import ctypes
@@ -22,8 +22,9 @@ import os
 import sys
 import time
 
-os.environ.setdefault("SPICE_GST_AUDIOSINK", "appsrc name=appsrc ! fakesink")
-os.environ.setdefault("SPICE_GST_AUDIOSRC", "audiotestsrc wave=silence ! appsink name=appsink")
+# A volume element named "audiosink": spice-gtk reads the client's volume from it (1.0) and
+# sends it to the guest agent; a sink without one would be reported as volume 0.
+os.environ.setdefault("SPICE_GST_AUDIOSINK", "appsrc name=appsrc ! volume name=audiosink ! fakesink")
 
 import gi  # noqa: E402
 

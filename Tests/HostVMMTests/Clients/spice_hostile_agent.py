@@ -5,6 +5,10 @@ sends the guest agent malformed and oversize VDAgent messages.
 
 Usage:
   spice_hostile_agent.py URI
+  spice_hostile_agent.py URI volume playback|capture MUTE VOLUME...
+      (not hostile) once the agent has answered, sends one VD_AGENT_AUDIO_VOLUME_SYNC
+      (MUTE 0 or 1, one u16 volume per channel), as a client whose audio backend has a
+      volume does (spice-gtk sends it only from a real sound device); prints "sent volume"
 URI is what `hostvmm spice` prints (spice://HOST?port=N[&password=P]).
 
 It announces the capabilities spice-gtk announces (so the layouts are defined)
@@ -39,6 +43,7 @@ MSG_MAIN_INIT, MSG_MAIN_AGENT_DATA, MSG_MAIN_AGENT_TOKEN = 103, 109, 110
 MSGC_MAIN_AGENT_START, MSGC_MAIN_AGENT_DATA = 106, 107
 VD_AGENT_PROTOCOL = 1
 VD_CLIPBOARD, VD_ANNOUNCE_CAPABILITIES, VD_CLIPBOARD_GRAB, VD_CLIPBOARD_REQUEST = 4, 6, 7, 8
+VD_AUDIO_VOLUME_SYNC = 15
 SPICE_GTK_CAPS = 0x00035077  # what spice-gtk announces (protocols.md §3.5)
 
 
@@ -137,6 +142,16 @@ def main():
         say("agent answered")
 
     announce_and_wait()
+    if len(sys.argv) > 2 and sys.argv[2] == "volume":
+        volumes = [int(v) for v in sys.argv[5:]]
+        payload = struct.pack("<BBB", sys.argv[3] == "playback", int(sys.argv[4]), len(volumes))
+        payload += b"".join(struct.pack("<H", v) for v in volumes)
+        channel.send(MSGC_MAIN_AGENT_DATA, agent_message(VD_AUDIO_VOLUME_SYNC, payload))
+        # The agent handles a port's messages in order: its answer to a new announce
+        # means the volume was read.
+        announce_and_wait()
+        say("sent volume")
+        return 0
     attacks = [
         agent_message(99, b"\0\0\0\0"),
         agent_message(VD_CLIPBOARD_GRAB, b"\1\2"),
