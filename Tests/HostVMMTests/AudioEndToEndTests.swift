@@ -144,6 +144,13 @@ import Testing
         let backTone = try Self.analyse("\(work)/back.raw", raw: true)
         #expect(abs(backTone.hz - 1000) <= 5, "PulseAudio after its restart got \(backTone)")
 
+        // With no SPICE client's microphone, the guest records the host's default source.
+        _ = try vm.guestRun("arecord -f S16_LE -r 48000 -c 2 -d 4 /tmp/host-mic.wav")
+        try Data(try vm.getFile("/tmp/host-mic.wav")).write(to: URL(fileURLWithPath: "\(work)/host-mic.wav"))
+        let hostMic = try Self.analyse("\(work)/host-mic.wav")
+        #expect(abs(hostMic.hz - Double(PulseServer.sourceHz)) <= 5 && hostMic.seconds >= 1.0,
+                "the guest recorded from PulseAudio: \(hostMic)")
+
         // 5. The client's volume (VD_AGENT_AUDIO_VOLUME_SYNC, through our guest agent), as
         // spice-gtk sends it (GStreamer's cubic volume): half is 18 dB down, mute is silence,
         // full is the guest's level again.

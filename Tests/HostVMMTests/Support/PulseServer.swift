@@ -3,10 +3,13 @@ import TestSupport
 
 /// A private PulseAudio server for the audio tests: root may run one in the
 /// foreground (no systemd, no D-Bus), with a null sink whose monitor the test
-/// records, and a native socket of its own that hostvmm is pointed at.
+/// records, an 880 Hz sine source as the default source (the host's
+/// "microphone"), and a native socket of its own that hostvmm is pointed at.
 final class PulseServer {
     static let binary = "/usr/bin/pulseaudio"
     static let sink = "hostvmm_test_out"
+    static let source = "hostvmm_test_sine"
+    static let sourceHz = 880
     let directory: String
     private(set) var process: WatchedProcess
     var address: String { "unix:\(directory)/native" }
@@ -22,6 +25,7 @@ final class PulseServer {
         try WatchedProcess(binary, [
             "--daemonize=no", "--exit-idle-time=-1", "--use-pid-file=no", "-n", "--log-target=stderr",
             "--load=module-null-sink sink_name=\(sink) rate=48000 channels=2",
+            "--load=module-sine-source source_name=\(source) rate=48000 frequency=\(sourceHz)",
             "--load=module-native-protocol-unix socket=\(directory)/native auth-anonymous=1",
         ], environment: ["HOME": directory, "XDG_RUNTIME_DIR": directory])
     }
@@ -32,6 +36,8 @@ final class PulseServer {
             try runCommand("/usr/bin/pactl", ["info"], environment: environment, timeout: 10).status == 0
         }
         guard ready else { throw TestFailure("PulseAudio did not answer within 30 s:\n\(process.transcript)") }
+        let set = try runCommand("/usr/bin/pactl", ["set-default-source", Self.source], environment: environment)
+        guard set.status == 0 else { throw TestFailure("pactl set-default-source: \(set.output)") }
     }
 
     /// Records the null sink's monitor (what hostvmm played) as raw S16LE 48 kHz stereo into `file`.
