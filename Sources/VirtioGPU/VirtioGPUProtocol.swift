@@ -1,3 +1,5 @@
+import VirtioCore
+
 /// Wire constants and layouts of virtio-gpu (virtio spec 1.3 §5.7), 2D subset.
 /// All fields are little-endian; offsets below are from the start of a request.
 public enum VirtioGPU {
@@ -121,21 +123,6 @@ public struct GPURect: Equatable, Sendable, CustomStringConvertible {
     }
 }
 
-/// Little-endian field access on a request's bytes (already length-checked by the caller).
-struct WireReader {
-    let bytes: [UInt8]
-    func u32(_ at: Int) -> UInt32 {
-        UInt32(bytes[at]) | UInt32(bytes[at + 1]) << 8 | UInt32(bytes[at + 2]) << 16 | UInt32(bytes[at + 3]) << 24
-    }
-    func u64(_ at: Int) -> UInt64 { UInt64(u32(at)) | UInt64(u32(at + 4)) << 32 }
+extension WireReader {
     func rect(_ at: Int) -> GPURect { GPURect(x: u32(at), y: u32(at + 4), width: u32(at + 8), height: u32(at + 12)) }
-}
-
-extension Array where Element == UInt8 {
-    mutating func putU32(_ v: UInt32, at: Int) {
-        for k in 0..<4 { self[at + k] = UInt8(truncatingIfNeeded: v >> (8 * UInt32(k))) }
-    }
-    mutating func putU64(_ v: UInt64, at: Int) {
-        for k in 0..<8 { self[at + k] = UInt8(truncatingIfNeeded: v >> (8 * UInt64(k))) }
-    }
 }

@@ -154,16 +154,21 @@ public final class VirtioSoundDevice: VirtioDeviceBackend {
     }
 
     private func refuse(_ code: UInt32, _ why: String) -> [UInt8] {
+        recordBad(why)
+        return Self.status(code)
+    }
+
+    /// Counts and logs one bad request or transfer from the guest.
+    private func recordBad(_ why: String) {
         badRequests += 1
         lastError = why
         onLog("sound: \(why)")
-        return Self.status(code)
     }
 
     /// One control request -> its response (status, then any info structures).
     func handleControl(_ request: [UInt8], room: Int) -> [UInt8] {
         guard request.count >= VirtioSound.headerSize else { return refuse(VirtioSound.Status.badMessage, "control request shorter than its header") }
-        let code = request.le32(0)
+        let code = WireReader(bytes: request).u32(0)
         switch code {
         case VirtioSound.Request.jackInfo, VirtioSound.Request.pcmInfo, VirtioSound.Request.chmapInfo:
             return queryInfo(code: code, request, room: room)
@@ -173,7 +178,7 @@ public final class VirtioSoundDevice: VirtioDeviceBackend {
         case VirtioSound.Request.pcmPrepare, VirtioSound.Request.pcmRelease, VirtioSound.Request.pcmStart,
             VirtioSound.Request.pcmStop:
             guard request.count >= VirtioSound.pcmHeaderSize else { return refuse(VirtioSound.Status.badMessage, "PCM request too short") }
-            let id = request.le32(4)
+            let id = WireReader(bytes: request).u32(4)
             guard id < streams.count else { return refuse(VirtioSound.Status.badMessage, "no stream \(id)") }
             return transition(streams[Int(id)], code: code)
         case VirtioSound.Request.jackRemap:
@@ -185,7 +190,8 @@ public final class VirtioSoundDevice: VirtioDeviceBackend {
 
     private func queryInfo(code: UInt32, _ request: [UInt8], room: Int) -> [UInt8] {
         guard request.count >= VirtioSound.queryInfoSize else { return refuse(VirtioSound.Status.badMessage, "query too short") }
-        let start = Int(request.le32(4)), count = Int(request.le32(8)), size = Int(request.le32(12))
+        let fields = WireReader(bytes: request)
+        let start = Int(fields.u32(4)), count = Int(fields.u32(8)), size = Int(fields.u32(12))
         let available: Int
         let entrySize: Int
         switch code {
@@ -215,10 +221,11 @@ public final class VirtioSoundDevice: VirtioDeviceBackend {
     }
 
     private func setParameters(_ r: [UInt8]) -> [UInt8] {
-        let id = r.le32(4)
+        let fields = WireReader(bytes: r)
+        let id = fields.u32(4)
         guard id < streams.count else { return refuse(VirtioSound.Status.badMessage, "SET_PARAMS for stream \(id)") }
         let stream = streams[Int(id)]
-        let bufferBytes = Int(r.le32(8)), periodBytes = Int(r.le32(12)), features = r.le32(16)
+        let bufferBytes = Int(fields.u32(8)), periodBytes = Int(fields.u32(12)), features = fields.u32(16)
         let channels = Int(r[20])
         guard features == 0 else { return refuse(VirtioSound.Status.notSupported, "stream features 0x\(String(features, radix: 16))") }
         guard let format = PCMFormat(rawValue: r[21]) else { return refuse(VirtioSound.Status.notSupported, "PCM format \(r[21])") }
@@ -254,6 +261,7 @@ public final class VirtioSoundDevice: VirtioDeviceBackend {
             return ok
         case VirtioSound.Request.pcmStart:
             guard [.prepared, .stopped].contains(s.state) else { return outOfOrder("START") }
+            let wasTicking = needsTicks
             s.state = .running
             s.starts += 1
             s.starved = false
@@ -262,7 +270,7 @@ public final class VirtioSoundDevice: VirtioDeviceBackend {
             let now = clock()
             s.restartClock(now: s.direction == .output ? now &- Self.outputLeadMs : now)
             host?.streamChanged(direction: s.direction, running: true)
-            if streams.filter(\.isRunning).count == 1 { onTicksNeeded(true) }
+            if !wasTicking { onTicksNeeded(true) }
             if s.direction == .output { playDue(s, now: now) }
             return ok
         case VirtioSound.Request.pcmStop:
@@ -293,16 +301,17 @@ public final class VirtioSoundDevice: VirtioDeviceBackend {
                 completed = true
                 continue
             }
+            // One read: the header, and for playback the frames after it.
             guard chain.writableLength >= UInt64(VirtioSound.pcmStatusSize), chain.readableLength >= UInt64(VirtioSound.xferHeaderSize),
-                let header = try? chain.read(memory: q.memory, limit: VirtioSound.xferHeaderSize)
+                let readable = try? chain.read(memory: q.memory, limit: s.direction == .output
+                                               ? Int(chain.readableLength) : VirtioSound.xferHeaderSize)
             else {
-                badRequests += 1
-                lastError = "a transfer without room for its header or status"
+                recordBad("a transfer without room for its header or status")
                 q.push(head: chain.head, length: 0)
                 completed = true
                 continue
             }
-            var id = header.le32(0)
+            var id = WireReader(bytes: readable).u32(0)
             var torn = false
             if corruptNextTransfers > 0 {
                 corruptNextTransfers -= 1
@@ -316,16 +325,14 @@ public final class VirtioSoundDevice: VirtioDeviceBackend {
                 continue
             }
             if s.direction == .output {
-                let dataBytes = Int(chain.readableLength) - VirtioSound.xferHeaderSize - (torn ? 1 : 0)
-                guard dataBytes % params.bytesPerFrame == 0,
-                    let all = try? chain.read(memory: q.memory, limit: Int(chain.readableLength))
-                else {
+                let dataBytes = readable.count - VirtioSound.xferHeaderSize - (torn ? 1 : 0)
+                guard dataBytes % params.bytesPerFrame == 0 else {
                     complete(chain, in: q, rx: s.direction == .input, status: VirtioSound.Status.badMessage, stream: nil,
                              why: "tx buffer of \(dataBytes) bytes is not whole \(params.bytesPerFrame)-byte frames")
                     completed = true
                     continue
                 }
-                s.pendingTx.append(PCMStream.PendingTx(chain: chain, data: Array(all[VirtioSound.xferHeaderSize...])))
+                s.pendingTx.append(PCMStream.PendingTx(chain: chain, data: Array(readable[VirtioSound.xferHeaderSize...])))
             } else {
                 let dataBytes = Int(chain.writableLength) - VirtioSound.pcmStatusSize
                 guard dataBytes % params.bytesPerFrame == 0 else {
@@ -344,11 +351,7 @@ public final class VirtioSoundDevice: VirtioDeviceBackend {
     private func complete(_ chain: DescriptorChain, in q: SplitVirtqueue, rx: Bool, status: UInt32, stream: PCMStream?,
                           data: [UInt8]? = nil, why: String? = nil)
     {
-        if let why {
-            badRequests += 1
-            lastError = why
-            onLog("sound: \(why)")
-        }
+        if let why { recordBad(why) }
         var bytes: [UInt8] = []
         if rx {
             let dataRoom = Int(chain.writableLength) - VirtioSound.pcmStatusSize

@@ -130,14 +130,3 @@ public enum PCMRate: UInt8, Sendable, CaseIterable {
 
     public static var offeredMask: UInt64 { allCases.reduce(0) { $0 | 1 << UInt64($1.rawValue) } }
 }
-
-/// Little-endian field access for request parsing (bounds are the caller's: it checks sizes first).
-extension Array where Element == UInt8 {
-    func le32(_ at: Int) -> UInt32 {
-        UInt32(self[at]) | UInt32(self[at + 1]) << 8 | UInt32(self[at + 2]) << 16 | UInt32(self[at + 3]) << 24
-    }
-
-    mutating func appendLE<T: FixedWidthInteger>(_ v: T) {
-        Swift.withUnsafeBytes(of: v.littleEndian) { append(contentsOf: $0) }
-    }
-}

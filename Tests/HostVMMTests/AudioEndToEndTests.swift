@@ -87,6 +87,9 @@ import Testing
         let status = try audio(vm)
         #expect(status["streams"]?.arrayValue?.first?["bytes"]?.int64Value == 576_000, "\(JSONWriter.string(status))")
         #expect(status["streams"]?.arrayValue?.first?["underruns"]?.int64Value == 0, "\(JSONWriter.string(status))")
+        // spice-gtk itself sent its sink's volume (1.0, a `volume` element in the client's
+        // pipeline) through the guest agent: full scale, as the levels above show.
+        #expect(status["client-volume"]?["playback"]?["volume"] == .array([65535, 65535]), "\(JSONWriter.string(status))")
 
         // 2. The client's microphone: a 440 Hz tone sent by spice-gtk, recorded by arecord.
         let mic = try WatchedProcess("/usr/bin/python3", [TestEnvironment.spiceAudioClient, uri, "mic", "440", "12"])
@@ -198,6 +201,10 @@ import Testing
         #expect(status["streams"]?.arrayValue?.first?["starts"]?.int64Value == 100, "\(JSONWriter.string(status))")
         #expect(status["bad-requests"]?.int64Value == 0, "\(JSONWriter.string(status))")
         #expect(status["streams"]?.arrayValue?.first?["state"]?.stringValue == "released")
+
+        // Plain `arecord` (its default U8 8 kHz mono) works through the default device's converter.
+        let plain = try vm.guestRun("arecord -d 1 /tmp/plain.wav 2>&1; echo exit=$?")
+        #expect(plain.output.contains("exit=0"), "\(plain.output)")
 
         // 2. Hostile control requests, one of each kind: aplay fails with the error, nothing else does.
         _ = try vm.cli(["audio", vm.name, "--debug-corrupt", "requests=3"])

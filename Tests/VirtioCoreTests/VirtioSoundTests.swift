@@ -107,7 +107,7 @@ final class TestSoundDriver {
         return b
     }
 
-    func status(_ bytes: [UInt8]) -> UInt32 { bytes.count >= 4 ? bytes.le32(0) : 0 }
+    func status(_ bytes: [UInt8]) -> UInt32 { bytes.count >= 4 ? WireReader(bytes: bytes).u32(0) : 0 }
 
     func pcm(_ code: UInt32, stream: UInt32) -> UInt32 { status(request(Self.u32s([code, stream]))) }
 
@@ -154,7 +154,7 @@ final class TestSoundDriver {
         #expect(d.device.readConfig(offset: 0, count: 12) == TestSoundDriver.u32s([0, 2, 0]))
         let info = d.request(TestSoundDriver.u32s([VirtioSound.Request.pcmInfo, 0, 2, 32]), responseSize: 4 + 64)
         #expect(info.count == 68)
-        #expect(info.le32(0) == Self.ok)
+        #expect(WireReader(bytes: info).u32(0) == Self.ok)
         for (i, direction) in [(0, UInt8(0)), (1, UInt8(1))] {
             let entry = Array(info[(4 + 32 * i)..<(4 + 32 * (i + 1))])
             var formats: UInt64 = 0, rates: UInt64 = 0

@@ -24,12 +24,13 @@ public struct VDAgentAudioVolume: Sendable, Equatable {
         guard (1...Self.maxChannels).contains(n), payload.count >= 3 + 2 * n else { return nil }
         isPlayback = payload[0] != 0
         mute = payload[1] != 0
-        volumes = (0..<n).map { UInt16(payload[3 + 2 * $0]) | UInt16(payload[4 + 2 * $0]) << 8 }
+        let fields = LEReader(payload[...])
+        volumes = (0..<n).map { fields.u16(3 + 2 * $0)! }
     }
 
     public var encoded: [UInt8] {
         var out: [UInt8] = [isPlayback ? 1 : 0, mute ? 1 : 0, UInt8(volumes.count)]
-        for v in volumes { out += [UInt8(v & 0xFF), UInt8(v >> 8)] }
+        for v in volumes { out.appendLE(v) }
         return out
     }
 }

@@ -87,7 +87,7 @@ public struct VhostUserHeader: Equatable, Sendable {
     /// Syntax only (as rust-vmm's `is_valid`): version 1, payload within the cap.
     public static func decode(_ b: [UInt8]) throws(VhostUserError) -> VhostUserHeader {
         guard b.count >= size else { throw .badHeader(request: 0, flags: 0, size: 0) }
-        var r = WireReader(b)
+        var r = MessageReader(b)
         let h = VhostUserHeader(request: r.u32(), flags: r.u32(), size: r.u32())
         guard h.flags & versionMask == version, h.size <= maxPayload else {
             throw .badHeader(request: h.request, flags: h.flags, size: h.size)
@@ -96,7 +96,7 @@ public struct VhostUserHeader: Equatable, Sendable {
     }
 
     public func encoded() -> [UInt8] {
-        var w = WireWriter()
+        var w = MessageWriter()
         w.u32(request)
         w.u32(flags)
         w.u32(size)
@@ -135,19 +135,19 @@ public enum VhostUserPayload {
 
     public static func u64(_ request: UInt32, _ p: [UInt8]) throws(VhostUserError) -> UInt64 {
         guard p.count >= 8 else { throw .badPayload(request: request, reason: "u64 payload of \(p.count) bytes") }
-        var r = WireReader(p)
+        var r = MessageReader(p)
         return r.u64()
     }
 
     public static func vringState(_ request: UInt32, _ p: [UInt8]) throws(VhostUserError) -> VringState {
         guard p.count >= 8 else { throw .badPayload(request: request, reason: "vring state of \(p.count) bytes") }
-        var r = WireReader(p)
+        var r = MessageReader(p)
         return VringState(index: r.u32(), num: r.u32())
     }
 
     public static func vringAddress(_ request: UInt32, _ p: [UInt8]) throws(VhostUserError) -> VringAddress {
         guard p.count >= 40 else { throw .badPayload(request: request, reason: "vring address of \(p.count) bytes") }
-        var r = WireReader(p)
+        var r = MessageReader(p)
         return VringAddress(index: r.u32(), flags: r.u32(), descriptor: r.u64(), used: r.u64(), available: r.u64(),
                             log: r.u64())
     }
@@ -155,7 +155,7 @@ public enum VhostUserPayload {
     /// "Multiple Memory regions description": count, padding, then count regions.
     public static func memoryTable(_ request: UInt32, _ p: [UInt8]) throws(VhostUserError) -> [MemoryRegionSpec] {
         guard p.count >= 8 else { throw .badPayload(request: request, reason: "memory table of \(p.count) bytes") }
-        var r = WireReader(p)
+        var r = MessageReader(p)
         let count = Int(r.u32())
         _ = r.u32()
         guard count >= 1, count <= GuestMemory.maxRegions else {
@@ -171,7 +171,7 @@ public enum VhostUserPayload {
 
     public static func config(_ request: UInt32, _ p: [UInt8], withData: Bool) throws(VhostUserError) -> ConfigAccess {
         guard p.count >= 12 else { throw .badPayload(request: request, reason: "config access of \(p.count) bytes") }
-        var r = WireReader(p)
+        var r = MessageReader(p)
         let offset = r.u32(), size = r.u32(), flags = r.u32()
         guard size <= ConfigAccess.maxSize else { throw .badPayload(request: request, reason: "config size \(size)") }
         guard !withData || p.count >= 12 + Int(size) else {
@@ -182,20 +182,20 @@ public enum VhostUserPayload {
     }
 
     public static func encode(_ s: VringState) -> [UInt8] {
-        var w = WireWriter()
+        var w = MessageWriter()
         w.u32(s.index)
         w.u32(s.num)
         return w.bytes
     }
 
     public static func encode(_ value: UInt64) -> [UInt8] {
-        var w = WireWriter()
+        var w = MessageWriter()
         w.u64(value)
         return w.bytes
     }
 
     public static func encode(_ c: ConfigAccess) -> [UInt8] {
-        var w = WireWriter()
+        var w = MessageWriter()
         w.u32(c.offset)
         w.u32(c.size)
         w.u32(c.flags)
@@ -203,7 +203,7 @@ public enum VhostUserPayload {
     }
 
     public static func encode(_ a: VringAddress) -> [UInt8] {
-        var w = WireWriter()
+        var w = MessageWriter()
         w.u32(a.index)
         w.u32(a.flags)
         w.u64(a.descriptor)
@@ -214,7 +214,7 @@ public enum VhostUserPayload {
     }
 
     public static func encode(memoryTable regions: [MemoryRegionSpec]) -> [UInt8] {
-        var w = WireWriter()
+        var w = MessageWriter()
         w.u32(UInt32(regions.count))
         w.u32(0)
         for r in regions {
@@ -228,7 +228,7 @@ public enum VhostUserPayload {
 }
 
 /// Little-endian field reader over a byte array whose length the caller checked.
-struct WireReader {
+struct MessageReader {
     private let bytes: [UInt8]
     private var offset = 0
     init(_ bytes: [UInt8]) { self.bytes = bytes }
@@ -244,7 +244,7 @@ struct WireReader {
     mutating func u64() -> UInt64 { integer(UInt64.self) }
 }
 
-struct WireWriter {
+struct MessageWriter {
     var bytes: [UInt8] = []
     mutating func u32(_ v: UInt32) { for k in 0..<4 { bytes.append(UInt8(truncatingIfNeeded: v >> (8 * k))) } }
     mutating func u64(_ v: UInt64) { for k in 0..<8 { bytes.append(UInt8(truncatingIfNeeded: v >> (8 * k))) } }
