@@ -26,8 +26,11 @@ final class VMAudio: VirtioSoundHost {
     /// from its source element even when that has no volume property, and then sends an
     /// uninitialised value (0/0 measured here with autoaudiosrc), which would silence
     /// every microphone.
-    var playbackGain: (left: Float, right: Float) = (1, 1)
-    var playbackVolume: (mute: Bool, volumes: [UInt16])?
+    var playbackVolume: (mute: Bool, volumes: [UInt16])? {
+        didSet { playbackGain = playbackVolume.map { Self.gain(mute: $0.mute, volumes: $0.volumes) } ?? (1, 1) }
+    }
+    /// Derived from `playbackVolume`, kept so the 10 ms path does not recompute it.
+    private(set) var playbackGain: (left: Float, right: Float) = (1, 1)
     var captureVolume: (mute: Bool, volumes: [UInt16])?
 
     static func gain(mute: Bool, volumes: [UInt16]) -> (left: Float, right: Float) {
@@ -190,7 +193,6 @@ extension VirtualMachine {
         guard volumes.count == list.count else { return false }
         guard let audio else { return true }  // no sound card: nothing to apply, still worth the event
         if stream == "playback" {
-            audio.playbackGain = VMAudio.gain(mute: mute, volumes: volumes)
             audio.playbackVolume = (mute, volumes)
         } else {
             audio.captureVolume = (mute, volumes)  // reported, not applied (see VMAudio)
