@@ -186,11 +186,13 @@ import Testing
         let client = TestEnvironment.spiceDevicesClient
         let uri = "spice://127.0.0.1?port=\(port)&password=\(password)"
         func askForSize(_ width: Int, _ height: Int, signalled: Int) throws {
-            let sent = try runCommand("/usr/bin/python3", [client, uri, "monitors", String(width), String(height)], timeout: 60)
-            #expect(sent.output.contains("sent"), "client: \(sent.output)")
+            // The client stays connected until its message has had its effect (see the client's usage).
+            let sender = try WatchedProcess("/usr/bin/python3", [client, uri, "monitors", String(width), String(height)])
+            defer { sender.signal(SIGKILL); _ = sender.waitForExit(timeout: 10) }
+            #expect(sender.waitForLine(containing: "sent True", timeout: 60) != nil, "client: \(sender.transcript)")
             info = try waitForDisplay(vm, timeout: 30) { $0["resizes-signalled"]?.int64Value == Int64(signalled) }
             #expect(info["preferred"]?["width"]?.int64Value == Int64(width) && info["preferred"]?["height"]?.int64Value == Int64(height),
-                    "display: \(JSONWriter.string(info)); client: \(sent.output)")
+                    "display: \(JSONWriter.string(info)); client: \(sender.transcript)")
             #expect(info["resizes-signalled"]?.int64Value == Int64(signalled), "display: \(JSONWriter.string(info))")
         }
         #expect(info["live-resize"] == .bool(true), "display: \(JSONWriter.string(info))")

@@ -398,9 +398,11 @@ func isSubsequence<T: Equatable>(_ needles: [T], of haystack: [T]) -> Bool {
             }
         }
         try h.attachSilentAgent()
-        let r = try runCommand("/usr/bin/python3", [Self.client, h.uri, "monitors", "1024", "768"], timeout: 60)
-        #expect(r.output.contains("sent True"), "\(r.output)")
-        #expect(configs.wait(timeout: 10) { !$0.isEmpty }, "no monitors config; client: \(r.output)")
+        // The client stays connected until killed: its message may leave after "sent" (see its usage).
+        let sender = try WatchedProcess("/usr/bin/python3", [Self.client, h.uri, "monitors", "1024", "768"])
+        defer { sender.signal(SIGKILL); _ = sender.waitForExit(timeout: 10) }
+        #expect(sender.waitForLine(containing: "sent True", timeout: 60) != nil, "\(sender.transcript)")
+        #expect(configs.wait(timeout: 10) { !$0.isEmpty }, "no monitors config; client: \(sender.transcript)")
         let first = configs.all.first?.first
         #expect(first?.width == 1024 && first?.height == 768, "\(configs.all)")
         var size = (0, 0)

@@ -14,7 +14,11 @@ Usage:
   spice_devices.py URI motion DX DY    once the server is in server mouse mode (no display): relative
                                        motion, a right click, then prints "motion-sent", exits 0
   spice_devices.py URI monitors W H    asks for a W x H monitor (MainChannel update_display +
-                                       send_monitor_config) once the agent is connected: "sent"
+                                       send_monitor_config) once the agent is connected: "sent", then
+                                       stays connected until killed (at most 60 s). spice-gtk queues
+                                       agent messages apart from the socket's queue (sent as the
+                                       server's agent tokens allow), so a flush can finish before the
+                                       message leaves; the caller kills us once it has seen the effect
   spice_devices.py URI resizes N       once the agent is connected and a primary surface exists: N window
                                        resizes, alternating 800x600 and 640x480; for each prints
                                        "resize W H SECONDS" when the primary surface of that size arrives
@@ -140,7 +144,7 @@ def main():
         main.update_display(0, 0, 0, w, h, False)
         ok = main.send_monitor_config()
         say(f"sent {ok}")
-        flushed_then(main)
+        later(60000, loop.quit)
 
     # ---- resize latency ---------------------------------------------------
     def next_resize():
