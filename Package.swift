@@ -48,15 +48,27 @@ let package = Package(
         .systemLibrary(name: "CPulse", pkgConfig: "libpulse", providers: [.apt(["libpulse-dev"])]),
         // hostvmm's PulseAudio playback and record streams, on libpulse's own thread.
         .target(name: "PulseAudio", dependencies: ["CPulse", "LinuxSystem"]),
+        // libusbredirparser in QEMU's role, checking what a usbredir peer sends QEMU (Debian libusbredirparser-dev).
+        .target(name: "CUSBRedirGuard", linkerSettings: [.linkedLibrary("usbredirparser")]),
+        // The usbredir protocol (issue #13): packet numbers, the stream guard and observer, filter rules. No I/O.
+        .target(name: "USBRedir", dependencies: ["CUSBRedirGuard"]),
+        // libusb-1.0 + libusbredirhost (Debian libusbredirhost-dev, libusb-1.0-0-dev): host USB devices.
+        .systemLibrary(name: "CUSBHost", pkgConfig: "libusbredirhost",
+                       providers: [.apt(["libusbredirhost-dev", "libusb-1.0-0-dev"])]),
+        // Host USB devices for a VM: enumeration, hot-unplug, one usbredirhost per attached device.
+        .target(name: "USBHost", dependencies: ["CUSBHost", "USBRedir", "LinuxSystem"]),
         .target(name: "HostVMM", dependencies: ["AgentProtocol", "LinuxSystem", "CLinuxSupport", "pvpanic", "SpiceBridge",
-                                                "VirtioCore", "VirtioInput", "VirtioGPU", "VirtioSound", "PulseAudio"]),
+                                                "VirtioCore", "VirtioInput", "VirtioGPU", "VirtioSound", "PulseAudio",
+                                                "USBRedir", "USBHost"]),
         .executableTarget(
             name: "HostVMMCLI",
-            dependencies: ["HostVMM", "pvpanic", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["HostVMM", "pvpanic", "USBRedir", "USBHost",
+                           .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // What every test target shares: a loop on its own thread, bounded waits, TestFailure.
         .target(name: "TestSupport", dependencies: ["LinuxSystem"], path: "Tests/TestSupport"),
         .testTarget(name: "AgentProtocolTests", dependencies: ["AgentProtocol"]),
+        .testTarget(name: "USBRedirTests", dependencies: ["USBRedir", "USBHost"]),
         .testTarget(name: "PanicTests", dependencies: ["pvpanic", "AgentProtocol"]),
         .testTarget(name: "VirtioCoreTests", dependencies: ["VirtioCore", "VirtioInput", "VirtioGPU", "VirtioSound", "LinuxSystem", "CLinuxSupport",
                                                           "TestSupport"]),

@@ -19,11 +19,14 @@ set -euo pipefail
 # embedded guest Debian's aplay/arecord (the image builder copies them and their libraries);
 # pulseaudio + pulseaudio-utils (parec) are the tests' sound server, sox makes test tones and
 # python3-numpy finds a recording's frequency and level (Tests/HostVMMTests/Clients/tone.py).
+# USB (issue #13): libusb-1.0-0-dev and libusbredirhost-dev (with libusbredirparser-dev) for
+# host devices, hostvmm's usbredir stream guard and filters.
 BACKPORTS_PACKAGES=(qemu-system-x86 qemu-guest-agent qemu-utils qemu-system-modules-opengl qemu-system-modules-spice)
 PACKAGES=(kmod busybox-static cpio xz-utils zstd python3 ca-certificates systemd debootstrap e2fsprogs tar
     libspice-server-dev pkg-config spice-client-gtk gir1.2-spiceclientglib-2.0 python3-gi python3-cryptography
     libx11-dev libxfixes-dev libxcb1-dev libxau-dev libxdmcp-dev xvfb xclip virt-viewer xdotool
-    libpulse-dev alsa-utils pulseaudio pulseaudio-utils sox python3-numpy)
+    libpulse-dev alsa-utils pulseaudio pulseaudio-utils sox python3-numpy
+    libusb-1.0-0-dev libusbredirhost-dev libusbredirparser-dev)
 
 LOG_PREFIX=setup
 source "$(dirname "$0")/apt.sh"

@@ -5,54 +5,44 @@ import LinuxSystem
 import Glibc
 #endif
 
-/// A non-blocking stream socket on the event loop, read line by line (QMP, the
-/// agent channel, the control API). Writes are queued and flushed when the
-/// socket can take them, so a slow peer never blocks the loop.
+/// A stream socket on the event loop, read line by line (QMP, the agent channel,
+/// the control API): a StreamConnection with a LineFramer on its bytes.
 final class LineConnection {
-    let fd: Int32
-    private let loop: EventLoop
-    private var watch: WatchHandle?
+    private let stream: StreamConnection
     private var framer: LineFramer
-    private var outbox: [UInt8] = []
-    private(set) var isClosed = false
+    var fd: Int32 { stream.fd }
+    var isClosed: Bool { stream.isClosed }
 
     var onOutput: (LineFramer.Output) -> Void = { _ in }
-    /// Set for a connection that is not line-framed (the D-Bus console): bytes as they come.
-    var onBytes: (([UInt8]) -> Void)?
     /// Called once, when the peer closes or the socket fails.
     var onClose: () -> Void = {}
 
     init(fd: Int32, loop: EventLoop, framer: LineFramer = LineFramer()) throws(SystemError) {
-        self.fd = fd
-        self.loop = loop
         self.framer = framer
-        Syscall.setNonBlocking(fd)
-        watch = try loop.watch(fd: fd, events: .read) { [weak self] events in self?.handle(events) }
-    }
-
-    /// A connection dropped without `close()` still releases its fd and watch, on the loop.
-    deinit {
-        guard !isClosed else { return }
-        let (loop, watch, fd) = (self.loop, self.watch, self.fd)
-        loop.execute {
-            if let watch { loop.remove(watch) }
-            Glibc.close(fd)
+        stream = try StreamConnection(fd: fd, loop: loop)
+        // Weak, and held strongly while delivering: an owner may drop us from a callback.
+        stream.onBytes = { [weak self] bytes in
+            guard let self else { return }
+            for output in self.framer.feed(bytes) {
+                self.onOutput(output)
+                if self.stream.isClosed { return }
+            }
         }
+        stream.onClose = { [weak self] in self?.onClose() }
     }
 
     func send(_ bytes: [UInt8]) {
-        guard !isClosed else { return }
-        outbox.append(contentsOf: bytes)
-        flush()
+        stream.send(bytes)
     }
 
     func sendLine(_ value: JSONValue) {
-        send(Self.line(value))
+        stream.send(Self.line(value))
     }
 
-    /// `sendLine` with `descriptor` attached (see `send(_:passing:)`).
+    /// `sendLine` with a copy of `descriptor` attached (SCM_RIGHTS), as QMP's `getfd` wants
+    /// it; queued behind what is already queued. The caller still owns `descriptor`.
     func sendLine(_ value: JSONValue, passing descriptor: Int32) -> Bool {
-        send(Self.line(value), passing: descriptor)
+        stream.send(Self.line(value), passing: [descriptor])
     }
 
     private static func line(_ value: JSONValue) -> [UInt8] {
@@ -61,66 +51,10 @@ final class LineConnection {
         return bytes
     }
 
-    /// Sends `bytes` with `descriptor` attached (SCM_RIGHTS), as QMP's `getfd` wants it.
-    /// Only when nothing else is queued, so the bytes cannot overtake earlier ones;
-    /// false if that, or the send, failed (the caller still owns `descriptor`).
-    func send(_ bytes: [UInt8], passing descriptor: Int32) -> Bool {
-        flush()
-        guard !isClosed, outbox.isEmpty else { return false }
-        var fds = [descriptor]
-        let n = bytes.withUnsafeBytes { raw in
-            clinux_send_with_fds(fd, raw.baseAddress, raw.count, &fds, 1)  // retries EINTR itself
-        }
-        guard n > 0 else { return false }
-        if n < bytes.count { send(Array(bytes[n...])) }  // the descriptor went with the first byte
-        return true
-    }
-
     /// Forgets a half-received line (after a timeout, say).
     func resetFraming() { framer.reset() }
 
-    func close() {
-        guard !isClosed else { return }
-        isClosed = true
-        if let watch { loop.remove(watch) }
-        watch = nil
-        Glibc.close(fd)
-        onClose()
-    }
-
-    private func flush() {
-        while !outbox.isEmpty {
-            let n = outbox.withUnsafeBytes { raw in Syscall.retrying { write(fd, raw.baseAddress, raw.count) } }
-            if n > 0 {
-                outbox.removeFirst(n)
-                continue
-            }
-            if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { break }
-            close()
-            return
-        }
-        if let watch { loop.update(watch, events: outbox.isEmpty ? .read : [.read, .write]) }
-    }
-
-    private func handle(_ events: IOEvents) {
-        if events.contains(.write) { flush() }
-        guard !isClosed, events.contains(.read) || events.contains(.hangup) || events.contains(.error) else { return }
-        switch Syscall.readSome(fd: fd) {
-        case .data(let bytes):
-            if let onBytes {
-                onBytes(bytes)
-                return
-            }
-            for output in framer.feed(bytes) {
-                onOutput(output)
-                if isClosed { return }
-            }
-        case .wouldBlock:
-            break
-        case .endOfStream, .failed:
-            close()
-        }
-    }
+    func close() { stream.close() }
 }
 
 /// A listening unix socket on the loop that hands each accepted fd over.

@@ -3,6 +3,7 @@ import Foundation
 import HostVMM
 import LinuxSystem
 import pvpanic
+import USBRedir
 
 struct UpCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -110,6 +111,20 @@ struct UpCommand: ParsableCommand {
     @Option(name: .long, help: "PulseAudio server for --audio, in libpulse's syntax (default: libpulse's, e.g. $PULSE_SERVER).")
     var pulseServer: String?
 
+    @Option(name: .long, help: ArgumentHelp(
+        "SPICE usbredir channels: how many USB devices clients can redirect at once (0: none).",
+        discussion: "Channel N is on the xHCI controller for even N, on the EHCI controller for odd N."))
+    var usbRedir: Int = USBSetup().redirChannels
+
+    @Option(name: .long, help: ArgumentHelp(
+        "What SPICE clients may redirect, in usbredir's filter syntax: class,vendor,product,version,allow rules joined by |.",
+        discussion: "As spice-gtk and QEMU's usb-redir filter= take it (-1: any; ':' also separates fields). The first "
+            + "matching rule decides; a device no rule matches is refused. Example: '0x03,-1,-1,-1,0|-1,-1,-1,-1,1' (no HID)."))
+    var usbFilter: String?
+
+    @Flag(name: .long, help: "No USB controllers, no usbredir channels, no host devices.")
+    var noUSB = false
+
     @Option(name: .long, help: "Crash bundles to keep (newest first).")
     var keepCrashes: Int = 5
 
@@ -132,6 +147,12 @@ struct UpCommand: ParsableCommand {
             throw ValidationError("--on-panic must be one of \(PanicPolicy.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         do { _ = try AudioSetup.parse(audio) } catch { throw ValidationError(error.description) }
+        guard (0...USBSetup.maxRedirChannels).contains(usbRedir) else {
+            throw ValidationError("--usb-redir must be from 0 to \(USBSetup.maxRedirChannels)")
+        }
+        if let usbFilter {
+            do { _ = try USBRedirFilter(parsing: usbFilter) } catch { throw ValidationError(error.description) }
+        }
         guard VMCoreFormat(rawValue: vmcore) != nil else { throw ValidationError("--vmcore must be elf, kdump-zlib or none") }
         guard (1...1000).contains(keepCrashes) else { throw ValidationError("--keep-crashes must be from 1 to 1000") }
         do { _ = try SpiceSetup.parseListen(spice) } catch { throw ValidationError(error.description) }
@@ -188,6 +209,9 @@ struct UpCommand: ParsableCommand {
         config.audio = try AudioSetup.parse(audio)
         config.audio.pulseServer = pulseServer
         if noSpice { config.audio.spice = false }
+        config.usb.controllers = !noUSB
+        config.usb.redirChannels = noUSB ? 0 : usbRedir
+        config.usb.filter = try usbFilter.map { try USBRedirFilter(parsing: $0) }
         // Window sizes come only from SPICE clients: without SPICE, no D-Bus display (nor its probe).
         if display && !noSpice {
             config.displayConsole = qemuBinary.hasDBusDisplay()
@@ -224,11 +248,12 @@ struct UpCommand: ParsableCommand {
         args += noACPI ? ["--no-acpi"] : []
         args += [inputs ? "--inputs" : "--no-inputs", display ? "--display" : "--no-display"]
         args += noSpice ? ["--no-spice"] : []
-        args += ["--audio", audio]
+        args += ["--audio", audio, "--usb-redir", String(usbRedir)]
+        args += noUSB ? ["--no-usb"] : []
         args += spiceInsecure ? ["--spice-insecure"] : []
         for (flag, value) in [("--spice-password-file", spicePasswordFile), ("--spice-tls-cert", spiceTLSCert),
                               ("--spice-tls-key", spiceTLSKey), ("--spice-tls-ca", spiceTLSCA),
-                              ("--pulse-server", pulseServer)] {
+                              ("--pulse-server", pulseServer), ("--usb-filter", usbFilter)] {
             if let value { args += [flag, value] }
         }
         if let qemu { args += ["--qemu", qemu] }

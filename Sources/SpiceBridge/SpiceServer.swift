@@ -143,6 +143,19 @@ public final class SpiceServer {
 
     public var agentAttached: Bool { agentDevice != nil }
 
+    /// The usbredir channels, in channel-id order.
+    public private(set) var usbRedirChannels: [USBRedirCharDevice] = []
+
+    /// Adds a SPICE usbredir channel (the next channel id) joined to the QEMU
+    /// `usb-redir` chardev socket at `qemuSocket` (QEMU listens on it).
+    public func addUSBRedirChannel(qemuSocket: String, loop: EventLoop) -> USBRedirCharDevice {
+        let device = USBRedirCharDevice(channelID: usbRedirChannels.count, qemuSocket: qemuSocket, loop: loop)
+        device.onLog = { [weak self] line in self?.onLog(line) }
+        usbRedirChannels.append(device)
+        device.register(with: server)
+        return device
+    }
+
     /// Agent mouse (on by default, as in QEMU): while a vdagent is attached, client-mode
     /// pointer positions go to the guest agent as VD_AGENT_MOUSE_STATE instead of the
     /// tablet (spice.md §5.4). hostvmm's guest agent does not inject pointer events, so
@@ -156,6 +169,7 @@ public final class SpiceServer {
 
     deinit {
         detachAgent()
+        for device in usbRedirChannels { device.unregister() }
         spice_server_vm_stop(server)
         spice_server_destroy(server)
     }

@@ -5,6 +5,9 @@ import VirtioInput
 /// Every chardev is a unix socket in the state directory that *hostvmm*
 /// listens on; QEMU connects as a client and reconnects if hostvmm drops the
 /// connection, so the sockets belong to hostvmm and sit in its 0700 directory.
+/// The exception is usb-redir's: QEMU listens there and hostvmm connects while a
+/// SPICE client (or a host device) is redirecting, because QEMU's usb-redir starts
+/// a usbredir session at each open and unplugs the device at each close.
 public enum QEMUCommandLine {
     /// Device ids used in QMP events (VSERPORT_CHANGE carries them).
     public static let agentPortID = "channel-qga"
@@ -24,6 +27,7 @@ public enum QEMUCommandLine {
     public static let inputDevices = VirtioInputDevice.Flavour.allCases.map(\.rawValue)
     public static let gpuDeviceID = "gpu0"
     public static let soundDeviceID = "snd0"
+    public static func usbRedirID(_ channel: Int) -> String { "usbredir\(channel)" }
     public static func inputDeviceID(_ device: String) -> String { "input-\(device)-dev" }
 
     public static func arguments(config: VMConfig, state: StateDirectory) -> [String] {
@@ -99,6 +103,21 @@ public enum QEMUCommandLine {
                 "-chardev", "socket,id=snd,path=\(state.soundSocket)",
                 "-device", "vhost-user-snd-pci,chardev=snd,id=\(soundDeviceID),queue_reset=off",
             ]
+        }
+        if config.usb.controllers {
+            args += ["-device", "qemu-xhci,id=\(USBSetup.Controller.xhci.rawValue)",
+                     "-device", "usb-ehci,id=\(USBSetup.Controller.ehci.rawValue)"]
+            // One usb-redir per SPICE usbredir channel (VMUSB joins them). The filter is
+            // QEMU's to apply: it tells the client (filter_filter) and refuses what fails it.
+            let filter = config.usb.filter.map { ",filter=\($0.qemuProperty)" } ?? ""
+            for channel in 0..<(config.spice == nil ? 0 : config.usb.redirChannels) {
+                let id = usbRedirID(channel)
+                let bus = USBSetup.bus(USBSetup.controller(forChannel: channel))
+                args += [
+                    "-chardev", "socket,id=\(id),path=\(state.usbRedirSocket(channel)),server=on,wait=off",
+                    "-device", "usb-redir,chardev=\(id),id=\(id),bus=\(bus)\(filter)",
+                ]
+            }
         }
         if config.rootDisk != nil {
             // The overlay, not the cached image (DiskOverlay). cache=unsafe: the

@@ -38,13 +38,14 @@ enum DesktopRootfsFiles {
     ///   pvpanic_pci (hostvmm's devices); button and evdev (the ACPI power button, which
     ///   logind turns into poweroff); virtio_input (keyboard, tablet, mouse); virtio_gpu
     ///   (the display; drm and its helpers come with it); virtio_snd (the sound card, with
-    ///   snd, snd-pcm, snd-timer and soundcore).
+    ///   snd, snd-pcm, snd-timer and soundcore); xhci_pci, ehci_pci, usb_storage, uas,
+    ///   sd_mod, usbhid (USB redirection).
     /// - autofs4, binfmt_misc: systemd's proc-sys-fs-binfmt_misc.automount.
     /// - configfs: sys-kernel-config.mount.
     /// - qemu_fw_cfg: /sys/firmware/qemu_fw_cfg.
     /// - virtio_rng: entropy once a virtio-rng device is added.
     static let rootfsModules = initramfsModules + GuestInitFiles.modules + GuestInitFiles.displayModules
-        + GuestInitFiles.soundModules
+        + GuestInitFiles.soundModules + GuestInitFiles.usbModules
         + ["autofs4", "binfmt_misc", "configfs", "qemu_fw_cfg", "virtio_rng"]
 
     /// depmod's inputs besides the modules themselves.

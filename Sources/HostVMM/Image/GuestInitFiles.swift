@@ -18,6 +18,12 @@ enum GuestInitFiles {
     /// /etc/modules-sound.load: virtio_snd with snd-pcm, snd-timer, snd and soundcore.
     static let soundModules = ["virtio_snd"]
 
+    /// Loaded (likewise) only when the VM has a USB controller (PCI class 0x0c03), from
+    /// /etc/modules-usb.load: the xHCI and EHCI host drivers, mass storage (usb-storage,
+    /// uas, sd_mod for /dev/sdX) and HID, with usbcore and scsi_mod. There is no udev to
+    /// load a driver when a device is plugged in later, so all load with the controller.
+    static let usbModules = ["xhci_pci", "ehci_pci", "usb_storage", "uas", "sd_mod", "usbhid"]
+
     /// ALSA's configuration, which libasound reads before it opens any device
     /// (aplay and arecord fail without it); the guest gets Debian's copy.
     static let alsaConfig = "/usr/share/alsa/alsa.conf"
@@ -69,6 +75,15 @@ enum GuestInitFiles {
         }
         load_for_pci 0x1050 /etc/modules-display.load
         load_for_pci 0x1059 /etc/modules-sound.load
+        for dev in /sys/bus/pci/devices/*; do
+            case "$(cat "$dev/class")" in
+            0x0c03*)
+                while read -r module; do
+                    insmod "/lib/modules/$module" || echo "rcS: cannot load $module"
+                done < /etc/modules-usb.load
+                break ;;
+            esac
+        done
         # /dev/virtio-ports/NAME, as udev's 50-udev-default.rules would make them.
         # A port's name arrives by a control message after probe: wait briefly.
         for port in /sys/class/virtio-ports/vport*; do

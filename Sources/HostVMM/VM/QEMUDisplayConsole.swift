@@ -29,7 +29,7 @@ final class QEMUDisplayConsole {
 
     private enum State { case authenticating, ready, closed }
 
-    private let connection: LineConnection
+    private let connection: StreamConnection
     private var state = State.authenticating
     private var buffer: [UInt8] = []
     private var serial: UInt32 = 0
@@ -44,7 +44,7 @@ final class QEMUDisplayConsole {
     var isOpen: Bool { state != .closed }
 
     init(fd: Int32, loop: EventLoop) throws(SystemError) {
-        connection = try LineConnection(fd: fd, loop: loop)
+        connection = try StreamConnection(fd: fd, loop: loop)
         connection.onBytes = { [unowned self] bytes in self.received(bytes) }
         connection.onClose = { [unowned self] in
             if self.state != .closed { self.onLog("display: QEMU closed its D-Bus display connection") }

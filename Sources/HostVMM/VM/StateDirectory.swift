@@ -29,6 +29,9 @@ public struct StateDirectory: Sendable {
     public var gpuSocket: String { "\(path)/gpu.sock" }
     /// The vhost-user socket of the virtio-snd (--audio); hostvmm listens, QEMU connects.
     public var soundSocket: String { "\(path)/sound.sock" }
+    /// QEMU listens on these (the usb-redir chardevs): SPICE usbredir channel N, host device slot N.
+    public func usbRedirSocket(_ channel: Int) -> String { "\(path)/usbredir\(channel).sock" }
+    public func usbHostSocket(_ slot: Int) -> String { "\(path)/usbhost\(slot).sock" }
     public var consoleLog: String { "\(path)/console.log" }
     public var qemuLog: String { "\(path)/qemu.log" }
     public var hostvmmLog: String { "\(path)/hostvmm.log" }

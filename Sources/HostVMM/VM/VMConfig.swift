@@ -35,6 +35,8 @@ public struct VMConfig: Sendable {
     public var audio = AudioSetup()
     /// nil: no SPICE server (--no-spice).
     public var spice: SpiceSetup? = SpiceSetup()
+    /// USB controllers, SPICE usbredir channels and their filter (--usb-redir, --usb-filter, --no-usb).
+    public var usb = USBSetup()
 
     public init(name: String, memoryBytes: UInt64, cpus: Int, accelerator: AcceleratorChoice, kernelPath: String,
                 initrdPath: String, qemuPath: String) {

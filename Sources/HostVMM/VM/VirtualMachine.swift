@@ -45,6 +45,9 @@ public final class VirtualMachine {
     var audio: VMAudio?
     /// SPICE's inputs channel, when both SPICE and the virtio inputs are on.
     var spiceInputs: SpiceInputs?
+    /// SPICE usbredir channels (--usb-redir) and host devices attached (hostvmm usb attach).
+    var usbRedirChannels: [USBRedirChannelState] = []
+    var usbHostAttachments: [USBHostAttachment] = []
 
     /// Progress lines for a person (foreground `up` prints them).
     public var onLog: (String) -> Void = { _ in }
@@ -91,6 +94,7 @@ public final class VirtualMachine {
         if config.inputs { try startInputs() }
         if config.display { try startDisplay() }
         if config.audio.device { try startAudio() }
+        startUSBRedir()
         if config.inputs && config.spice != nil { connectSpiceInputs() }
         onLog("accelerator: \(config.accelerator.kind.rawValue) (\(config.accelerator.reason))")
         let logFD = try state.openLog(state.qemuLog)

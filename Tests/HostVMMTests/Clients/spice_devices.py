@@ -27,6 +27,8 @@ Usage:
   spice_devices.py URI leave-early      exits (os._exit, no goodbye) the moment the display channel is
                                        linked, while the server is still starting that channel; prints
                                        "left". Debian's spice-server 0.15.1 dies of this (README)
+  spice_devices.py URI usbredir N      prints "usbredir ID" for each UsbredirChannel the session announces;
+                                       exits once N were seen ("error: ..." after 30 s otherwise)
   spice_devices.py URI watch SECONDS   display stream: reads pixel (0,0) on each invalidate and prints
                                        "frame N T" when its value N (B + G<<8 + R<<16) changes, T being
                                        CLOCK_MONOTONIC seconds; then "frames K"
@@ -296,6 +298,12 @@ def main():
                 GObject.Object.connect(channel, "cursor-move", on_cursor_move)
                 GObject.Object.connect(channel, "cursor-hide", on_cursor_hide)
             channel.connect()
+        elif isinstance(channel, SpiceClientGLib.UsbredirChannel):
+            if mode == "usbredir":
+                state.setdefault("usbredir", []).append(channel.get_property("channel-id"))
+                say(f"usbredir {channel.get_property('channel-id')}")
+                if len(state["usbredir"]) == int(args[0]):
+                    loop.quit()
         elif isinstance(channel, SpiceClientGLib.DisplayChannel):
             chans["display"] = channel
             if mode == "resizes":
@@ -306,7 +314,9 @@ def main():
             channel.connect()
 
     GObject.Object.connect(session, "channel-new", on_new)
-    limit = float(args[0]) if mode == "watch" else 300
+    limit = float(args[0]) if mode == "watch" else 30 if mode == "usbredir" else 300
+    if mode == "usbredir":
+        later(int(limit * 1000), lambda: fail("not all usbredir channels within 30 s"))
     GLib.timeout_add(int(limit * 1000), lambda: loop.quit() or False)
     session.connect()
     loop.run()

@@ -25,20 +25,16 @@ messages in order, so 1-3 have been read by then), and finally
      queues for a client that leaves), and disconnects in the middle of it.
 Prints "agent answered", "sent N", "disconnected"; exit 0 when all went out.
 Protocol facts: spice-protocol's protocol.h / enums.h (SpiceLinkHeader, SpiceLinkMess,
-SpiceLinkReply, SpiceDataHeader; the ticket is RSA-OAEP(SHA-1) with the server's key).
+SpiceLinkReply, SpiceDataHeader; the ticket is RSA-OAEP(SHA-1) with the server's key);
+the link itself is spice_link.py, next to this file.
 """
 import socket
 import struct
 import sys
-import urllib.parse
 
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding
+sys.dont_write_bytecode = True  # no __pycache__ next to the sources
+from spice_link import MainChannel, parse_uri  # noqa: E402  (next to this file)
 
-MAGIC = b"REDQ"
-CHANNEL_MAIN = 1
-MSG_SET_ACK, MSG_PING = 3, 4
-MSGC_ACK_SYNC, MSGC_ACK, MSGC_PONG = 1, 2, 3
 MSG_MAIN_INIT, MSG_MAIN_AGENT_DATA, MSG_MAIN_AGENT_TOKEN = 103, 109, 110
 MSGC_MAIN_AGENT_START, MSGC_MAIN_AGENT_DATA = 106, 107
 VD_AGENT_PROTOCOL = 1
@@ -51,80 +47,13 @@ def say(text):
     print(text, flush=True)
 
 
-def recv_exact(sock, n):
-    data = b""
-    while len(data) < n:
-        part = sock.recv(n - len(data))
-        if not part:
-            raise ConnectionError(f"server closed the connection ({len(data)} of {n} bytes)")
-        data += part
-    return data
-
-
-class MainChannel:
-    def __init__(self, host, port, password):
-        self.sock = socket.create_connection((host, port), timeout=30)
-        self.serial = 0
-        self.received = 0
-        self.ack_window = 0
-        # No common caps: no auth selection (plain ticket), full data headers.
-        link = struct.pack("<IBBIII", 0, CHANNEL_MAIN, 0, 0, 0, 18)
-        self.sock.sendall(MAGIC + struct.pack("<III", 2, 2, len(link)) + link)
-        magic, major, _minor, size = struct.unpack("<4sIII", recv_exact(self.sock, 16))
-        if magic != MAGIC or major != 2:
-            raise ConnectionError(f"not a SPICE server: {magic!r} {major}")
-        reply = recv_exact(self.sock, size)
-        error = struct.unpack_from("<I", reply, 0)[0]
-        if error:
-            raise ConnectionError(f"link refused: error {error}")
-        key = serialization.load_der_public_key(reply[4:4 + 162])
-        ticket = key.encrypt(password.encode() + b"\0",
-                             padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None))
-        self.sock.sendall(ticket)
-        result = struct.unpack("<I", recv_exact(self.sock, 4))[0]
-        if result:
-            raise ConnectionError(f"ticket refused: link result {result}")
-
-    def send(self, msg_type, body):
-        self.serial += 1
-        self.sock.sendall(struct.pack("<QHII", self.serial, msg_type, len(body), 0) + body)
-
-    def receive(self):
-        _serial, msg_type, size, _sub = struct.unpack("<QHII", recv_exact(self.sock, 18))
-        return msg_type, recv_exact(self.sock, size)
-
-    def next_message(self):
-        """The next message the test cares about; answers the housekeeping ones."""
-        while True:
-            msg_type, body = self.receive()
-            self.received += 1
-            if self.ack_window and self.received % self.ack_window == 0:
-                self.send(MSGC_ACK, b"")
-            if msg_type == MSG_SET_ACK:
-                generation, self.ack_window = struct.unpack_from("<II", body, 0)
-                self.send(MSGC_ACK_SYNC, struct.pack("<I", generation))
-            elif msg_type == MSG_PING:
-                self.send(MSGC_PONG, body[:12])
-            else:
-                return msg_type, body
-
-    def wait_for(self, wanted, what):
-        while True:
-            msg_type, body = self.next_message()
-            if wanted(msg_type, body):
-                return body
-
 def agent_message(msg_type, payload, declared=None):
     size = len(payload) if declared is None else declared
     return struct.pack("<IIQI", VD_AGENT_PROTOCOL, msg_type, 0, size) + payload
 
 
 def main():
-    uri = urllib.parse.urlparse(sys.argv[1])
-    query = urllib.parse.parse_qs(uri.query)
-    host = uri.hostname or "127.0.0.1"
-    port = int(query.get("port", [uri.port or 5900])[0])
-    password = query.get("password", [""])[0]
+    host, port, password = parse_uri(sys.argv[1])
 
     channel = MainChannel(host, port, password)
     init = struct.unpack_from("<8I", channel.wait_for(lambda t, _b: t == MSG_MAIN_INIT, "MAIN_INIT"), 0)

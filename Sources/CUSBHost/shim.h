@@ -1,0 +1,3 @@
+#include <libusb.h>
+#include <usbredirhost.h>
+#include <usbredirfilter.h>
