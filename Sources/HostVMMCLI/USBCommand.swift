@@ -62,9 +62,7 @@ struct USBListCommand: ParsableCommand {
 /// `[NAME] DEVICE`: the VM name is optional and comes first, as in the other commands.
 private func vmAndDevice(_ words: [String]) throws -> (VMSelection, String) {
     guard (1...2).contains(words.count) else { throw ValidationError("give [VM] DEVICE (VID:PID or BUS-ADDR)") }
-    var vm = VMSelection()
-    if words.count == 2 { vm.name = words[0] }
-    try vm.validate()
+    let vm = try VMSelection.parse(words.count == 2 ? [words[0]] : [])
     guard USBDeviceSelector(words.last!) != nil else {
         throw ValidationError("'\(words.last!)' is neither VID:PID (hex, e.g. 0781:5567) nor BUS-ADDR (decimal, e.g. 1-4)")
     }

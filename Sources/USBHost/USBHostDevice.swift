@@ -21,6 +21,12 @@ public struct USBHostDevice: Equatable, Sendable {
 
     public struct USBInterfaceClass: Equatable, Sendable {
         public var cls: UInt8, subclass: UInt8, proto: UInt8
+
+        public init(cls: UInt8, subclass: UInt8, proto: UInt8) {
+            self.cls = cls
+            self.subclass = subclass
+            self.proto = proto
+        }
     }
 
     public init(bus: Int, address: Int, vendorID: UInt16, productID: UInt16, versionBCD: UInt16 = 0,

@@ -14,6 +14,10 @@ import Testing
 @Suite(.serialized, .timeLimit(.minutes(20))) struct USBEndToEndTests {
     static let disk = "\(TestEnvironment.packageRoot)/Tests/HostVMMTests/Clients/usbredir_disk.py"
 
+    static func sha256(_ path: String) throws -> String {
+        String(try runCommand("/usr/bin/sha256sum", [path]).output.prefix(64))
+    }
+
     /// A random 64 MiB image and its sha256.
     static func image(_ dir: String) throws -> (path: String, sha: String) {
         let path = "\(dir)/disk.img"
@@ -24,8 +28,7 @@ import Testing
             for i in words.indices { words[i] = rng.next() }
         }
         try Data(bytes).write(to: URL(fileURLWithPath: path))
-        let sum = try runCommand("/usr/bin/sha256sum", [path])
-        return (path, String(sum.output.prefix(64)))
+        return (path, try sha256(path))
     }
 
     func device(_ uri: String, channel: Int, image: String, _ extra: [String] = []) throws -> WatchedProcess {
@@ -70,7 +73,7 @@ import Testing
     @Test func usbDisksReachTheGuestOverSpiceAndFaultsLeaveEverythingServing() throws {
         let vm = try BootedVM(name: "e2e-usb", options: ["--usb-redir", "2"])
         let work = try TestEnvironment.temporaryDirectory("usb")
-        let (imagePath, sha) = try Self.image(work)
+        let (imagePath, _) = try Self.image(work)
         let uri = try vm.cli(["spice", vm.name]).output.trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(vm.up.count(containing: "2 SPICE usbredir channels (0: xhci, 1: ehci)") == 1, "\(vm.up.transcript)")
 
@@ -97,6 +100,7 @@ import Testing
             try waitForGuestDisk(vm, controller)
             let ids = try vm.guestRun("for d in /sys/bus/usb/devices/*; do [ -f $d/idVendor ] && echo $(cat $d/idVendor):$(cat $d/idProduct); done; ls /sys/bus/usb/drivers/usb-storage").output
             #expect(ids.contains("1d6b:0104") && ids.contains(":1.0"), "sysfs: \(ids)")
+            let sha = try Self.sha256(imagePath)  // as it is now: the previous pass wrote a block
             let read = try vm.guestRun("dd if=/dev/sda bs=1M iflag=direct 2>/dev/null | sha256sum", timeout: 300)
             #expect(read.output.hasPrefix(sha), "\(controller): guest read \(read.output), image \(sha)")
 
@@ -145,6 +149,7 @@ import Testing
         let next = try device(uri, channel: 0, image: imagePath)
         defer { next.signal(SIGKILL); _ = next.waitForExit(timeout: 10) }
         try waitForGuestDisk(vm, "a new client after the drop")
+        let sha = try Self.sha256(imagePath)
         let first = try vm.guestRun("dd if=/dev/sda bs=1M iflag=direct 2>/dev/null | sha256sum", timeout: 300)
         #expect(first.output.hasPrefix(sha), "after the drop: \(first.output)")
         next.signal(SIGTERM)
