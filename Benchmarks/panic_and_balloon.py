@@ -13,11 +13,8 @@ Usage: Benchmarks/panic_and_balloon.py   (after `hostvmm image build`)
 """
 import base64
 import json
-import os
 import re
 import socket
-import subprocess
-import tempfile
 import time
 
 from bench_vm import BenchVM

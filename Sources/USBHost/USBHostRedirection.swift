@@ -239,7 +239,10 @@ public final class USBHostRedirection: @unchecked Sendable {
         host = nil
         cleanUp()
         let endedNow = state.withLock { () -> Bool in
-            defer { ended = true }
+            defer {
+                ended = true
+                state.broadcast()
+            }
             return !ended
         }
         if endedNow { onEnded(why) }
@@ -254,6 +257,19 @@ public final class USBHostRedirection: @unchecked Sendable {
     public func stop() {
         state.withLock { stopRequested = true }
         wake()
+    }
+
+    /// `stop()`, then waits (at most `milliseconds`) until the device is given back:
+    /// for a VM that is going away, so the host's drivers get the device back before exit.
+    public func stopAndWait(milliseconds: Int) {
+        stop()
+        state.withLock {
+            var waited = 0
+            while !ended && waited < milliseconds {
+                state.wait(milliseconds: 100)
+                waited += 100
+            }
+        }
     }
 }
 

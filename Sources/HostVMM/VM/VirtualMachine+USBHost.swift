@@ -182,6 +182,15 @@ extension VirtualMachine {
         emit(VMEvent(name: "usb-detached", data: data))
     }
 
+    /// The VM is gone: every host device back to the host, every claim released.
+    func stopUSBHost() {
+        for attachment in usbHostAttachments {
+            attachment.redirection?.stopAndWait(milliseconds: 3000)
+            attachment.claim.release()
+        }
+        usbHostAttachments = []
+    }
+
     func usbHostStatusJSON() -> JSONValue {
         .array(usbHostAttachments.map { a in
             var o = Self.json(a.device)

@@ -267,6 +267,8 @@ public final class VirtualMachine {
         qmp?.close()
         stopDisplay()
         stopAudio()
+        stopUSBHost()
+        usbRedirChannels = []
         spice = nil
         stopInputs()
         // The overlay holds everything the guest wrote, usually on a tmpfs: gone with the VM.

@@ -377,8 +377,9 @@ class Disk:
 
     def mode_sense(self, cdb):
         six = cdb[0] == 0x1A
-        page, control = cdb[2] & 0x3F, cdb[2] >> 6
-        changeable = control == 1
+        # Page control (bits 6-7: current, changeable, default, saved) is ignored: the same
+        # pages come back for each, nothing here being changeable.
+        page = cdb[2] & 0x3F
         caching = bytes([0x08, 0x12]) + bytes(18)  # WCE 0: writes go straight to the file
         exceptions = bytes([0x1C, 0x0A]) + bytes(10)
         if page == 0x08:
