@@ -20,6 +20,10 @@ public final class StreamConnection {
     private var headWritten = 0
     public private(set) var pendingBytes = 0
     private var readingPaused = false
+    /// What the watch currently asks epoll for (updated only when it changes).
+    private var interest: IOEvents = .read
+    /// Reads land here first: no fresh zeroed 64 KiB per read.
+    private var readBuffer = [UInt8](repeating: 0, count: 65536)
     public private(set) var isClosed = false
 
     public var onBytes: ([UInt8]) -> Void = { _ in }
@@ -132,6 +136,8 @@ public final class StreamConnection {
         guard let watch else { return }
         var events: IOEvents = readingPaused ? [] : .read
         if !outbox.isEmpty { events.insert(.write) }
+        guard events != interest else { return }
+        interest = events
         loop.update(watch, events: events)
     }
 
@@ -142,12 +148,10 @@ public final class StreamConnection {
         guard !isClosed,
             (events.contains(.read) && !readingPaused) || events.contains(.hangup) || events.contains(.error)
         else { return }
-        switch Syscall.readSome(fd: fd) {
-        case .data(let bytes):
-            onBytes(bytes)
-        case .wouldBlock:
-            break
-        case .endOfStream, .failed:
+        let n = readBuffer.withUnsafeMutableBytes { raw in Syscall.retrying { read(fd, raw.baseAddress, raw.count) } }
+        if n > 0 {
+            onBytes(Array(readBuffer[0..<n]))
+        } else if n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK) {
             close()
         }
     }

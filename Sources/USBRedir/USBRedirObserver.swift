@@ -55,19 +55,23 @@ public struct USBRedirObserver: Sendable {
             if direction == .fromDevice { device = stream } else { qemu = stream }
             return []
         }
-        stream.pending += bytes
+        // Parse the new bytes where they are unless a packet's start is still pending;
+        // only an unfinished tail is kept for the next call.
+        var buffer = stream.pending
+        if buffer.isEmpty { buffer = bytes } else { buffer += bytes }
+        stream.pending = []
         var at = 0
         while !stream.lost {
             if stream.skip > 0 {
-                let n = min(stream.skip, stream.pending.count - at)
+                let n = min(stream.skip, buffer.count - at)
                 stream.skip -= n
                 at += n
                 if stream.skip > 0 { break }
             }
             let header = stream.sawHello ? headerLength : 12
-            guard stream.pending.count - at >= header else { break }
-            let type = stream.pending.usbLE32(at)
-            let length = stream.pending.usbLE32(at + 4)
+            guard buffer.count - at >= header else { break }
+            let type = buffer.usbLE32(at)
+            let length = buffer.usbLE32(at + 4)
             guard Self.isDefined(type), length <= Self.maxPacketLength else {
                 stream.lost = true
                 events.append(.framingLost(direction, "packet type \(type), length \(length)"))
@@ -90,8 +94,8 @@ public struct USBRedirObserver: Sendable {
                 events.append(.framingLost(direction, "a \(known) packet of \(length) bytes"))
                 break
             }
-            guard stream.pending.count - at >= header + Int(length) else { break }
-            let body = Array(stream.pending[(at + header)..<(at + header + Int(length))])
+            guard buffer.count - at >= header + Int(length) else { break }
+            let body = Array(buffer[(at + header)..<(at + header + Int(length))])
             at += header + Int(length)
             switch known {
             case .hello:
@@ -126,11 +130,7 @@ public struct USBRedirObserver: Sendable {
                 break
             }
         }
-        if stream.lost {
-            stream.pending = []
-        } else if at > 0 {
-            stream.pending.removeFirst(min(at, stream.pending.count))
-        }
+        if !stream.lost && at < buffer.count { stream.pending = Array(buffer[at...]) }
         if direction == .fromDevice { device = stream } else { qemu = stream }
         return events
     }

@@ -67,6 +67,9 @@ def parse_uri(uri):
 class Channel:
     def __init__(self, host, port, password, channel_type, channel_id=0, connection_id=0, timeout=30):
         self.sock = socket.create_connection((host, port), timeout=timeout)
+        # As spice-gtk does for every channel: without it, Nagle holds a small message
+        # (a CSW, an ACK) until the server acknowledges the previous one.
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.channel_type = channel_type
         self.serial = 0
         self.received = 0
