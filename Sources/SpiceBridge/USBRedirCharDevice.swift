@@ -19,23 +19,19 @@ import Glibc
 /// reads them (reading from QEMU pauses past `bufferLimit`); the client's bytes
 /// are refused (0 taken) while more than `toQEMULimit` wait for QEMU, and the
 /// server is woken when they drain (SPICE_CHAR_DEVICE_NOTIFY_WRITABLE).
-public final class USBRedirCharDevice {
-    nonisolated(unsafe) private static var devices: [UnsafeMutableRawPointer: USBRedirCharDevice] = [:]
-
+public final class USBRedirCharDevice: SpiceCharDeviceHandler {
     /// spice-server's channel id for this device (registration order).
     public let channelID: Int
     public let qemuSocket: String
     private let loop: EventLoop
-    private let instance: UnsafeMutablePointer<SpiceCharDeviceInstance>
-    private var registered = false
+    private var port: SpiceCharDevicePort!
     private var qemu: StreamConnection?
     private var connectRetry: TimerHandle?
     private var connectDeadline: UInt64 = 0
     public private(set) var clientAttached = false
     /// Set when an inspection cut QEMU's connection, until the client leaves.
     public private(set) var isCut = false
-    private var fromQEMU: [UInt8] = []
-    private var fromQEMUHead = 0
+    private var fromQEMU = ServerReadQueue()
     /// Client bytes written before QEMU's socket accepted us.
     private var earlyFromClient: [UInt8] = []
     static let bufferLimit = 1 << 20
@@ -61,36 +57,21 @@ public final class USBRedirCharDevice {
         self.channelID = channelID
         self.qemuSocket = qemuSocket
         self.loop = loop
-        instance = UnsafeMutablePointer<SpiceCharDeviceInstance>.allocate(capacity: 1)
-        instance.initialize(to: SpiceCharDeviceInstance())
-        instance.pointee.base.sif = UnsafeRawPointer(Self.interface).assumingMemoryBound(to: SpiceBaseInterface.self)
-        instance.pointee.subtype = UnsafePointer(Self.subtype)
-        Self.devices[UnsafeMutableRawPointer(instance)] = self
+        port = SpiceCharDevicePort(subtype: "usbredir", handler: self)
     }
 
-    deinit {
-        Self.devices[UnsafeMutableRawPointer(instance)] = nil
-        instance.deallocate()
-    }
-
-    func register(with server: OpaquePointer) {
-        guard !registered else { return }
-        registered = true
-        spice_server_add_interface(server, &instance.pointee.base)
-    }
+    func register(with server: OpaquePointer) { port.register(with: server) }
 
     func unregister() {
-        guard registered else { return }
-        registered = false
         disconnectQEMU()
-        spice_server_remove_interface(&instance.pointee.base)
+        port.unregister()
     }
 
     public var connectedToQEMU: Bool { qemu != nil }
 
     // MARK: - Client state
 
-    private func clientState(_ connected: Bool) {
+    func clientState(_ connected: Bool) {
         guard connected != clientAttached else { return }
         clientAttached = connected
         isCut = false
@@ -109,10 +90,7 @@ public final class USBRedirCharDevice {
             let fd = try UnixSocket.connect(path: qemuSocket)
             let connection = try StreamConnection(fd: fd, loop: loop)
             connection.onBytes = { [weak self] bytes in self?.receivedFromQEMU(bytes) }
-            connection.onDrained = { [weak self] in
-                guard let self, self.registered else { return }
-                spice_server_char_device_wakeup(self.instance)
-            }
+            connection.onDrained = { [weak self] in self?.port.wakeup() }
             connection.onClose = { [weak self] in self?.qemuClosed() }
             qemu = connection
             if !earlyFromClient.isEmpty {
@@ -139,8 +117,7 @@ public final class USBRedirCharDevice {
         qemu = nil
         connection?.onClose = {}
         connection?.close()
-        fromQEMU = []
-        fromQEMUHead = 0
+        fromQEMU.removeAll()
         earlyFromClient = []
     }
 
@@ -158,28 +135,18 @@ public final class USBRedirCharDevice {
         case .cut(let why): cut(why)
         }
         if isCut { return }
-        fromQEMU += bytes
-        if fromQEMU.count - fromQEMUHead >= Self.bufferLimit { qemu?.pauseReading() }
-        if registered { spice_server_char_device_wakeup(instance) }
+        fromQEMU.append(bytes)
+        if fromQEMU.count >= Self.bufferLimit { qemu?.pauseReading() }
+        port.wakeup()
     }
 
-    private func serverReads(into buffer: UnsafeMutablePointer<UInt8>, max: Int) -> Int {
-        let n = min(max, fromQEMU.count - fromQEMUHead)
-        guard n > 0 else { return 0 }
-        fromQEMU.withUnsafeBufferPointer { buffer.update(from: $0.baseAddress! + fromQEMUHead, count: n) }
-        fromQEMUHead += n
-        if fromQEMUHead == fromQEMU.count {
-            fromQEMU.removeAll(keepingCapacity: true)
-            fromQEMUHead = 0
-        } else if fromQEMUHead >= 64 << 10 && fromQEMUHead * 2 >= fromQEMU.count {
-            fromQEMU.removeFirst(fromQEMUHead)
-            fromQEMUHead = 0
-        }
-        if fromQEMU.count - fromQEMUHead < Self.bufferLimit { qemu?.resumeReading() }
+    func serverReads(into buffer: UnsafeMutablePointer<UInt8>, max: Int) -> Int {
+        let n = fromQEMU.take(into: buffer, max: max)
+        if n > 0 && fromQEMU.count < Self.bufferLimit { qemu?.resumeReading() }
         return n
     }
 
-    private func serverWrites(from buffer: UnsafePointer<UInt8>, count: Int) -> Int {
+    func serverWrites(from buffer: UnsafePointer<UInt8>, count: Int) -> Int {
         // Nobody to deliver to (spice-server's leftovers of a gone client), or cut: dropped.
         guard clientAttached, !isCut else { return count }
         if let qemu, qemu.pendingBytes >= Self.toQEMULimit { return 0 }
@@ -214,30 +181,4 @@ public final class USBRedirCharDevice {
         clock_gettime(CLOCK_MONOTONIC, &ts)
         return UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000
     }
-
-    // MARK: - The C interface
-
-    nonisolated(unsafe) private static let subtype = strdup("usbredir")!
-
-    nonisolated(unsafe) private static let interface: UnsafeMutablePointer<SpiceCharDeviceInterface> = {
-        let p = UnsafeMutablePointer<SpiceCharDeviceInterface>.allocate(capacity: 1)
-        p.initialize(to: SpiceCharDeviceInterface())
-        p.pointee.base = baseInterface(SPICE_INTERFACE_CHAR_DEVICE, "hostvmm usbredir",
-                                       SPICE_INTERFACE_CHAR_DEVICE_MAJOR, SPICE_INTERFACE_CHAR_DEVICE_MINOR)
-        p.pointee.flags = SPICE_CHAR_DEVICE_NOTIFY_WRITABLE
-        p.pointee.state = { sin, connected in
-            guard let sin, let dev = devices[UnsafeMutableRawPointer(sin)] else { return }
-            dev.clientState(connected != 0)
-        }
-        p.pointee.write = { sin, buf, len in
-            guard let sin, let buf, len > 0, let dev = devices[UnsafeMutableRawPointer(sin)] else { return 0 }
-            return Int32(dev.serverWrites(from: buf, count: Int(len)))
-        }
-        p.pointee.read = { sin, buf, len in
-            guard let sin, let buf, len > 0, let dev = devices[UnsafeMutableRawPointer(sin)] else { return 0 }
-            return Int32(dev.serverReads(into: buf, max: Int(len)))
-        }
-        p.pointee.event = { _, _ in }
-        return p
-    }()
 }
