@@ -125,6 +125,20 @@ struct UpCommand: ParsableCommand {
     @Flag(name: .long, help: "No USB controllers, no usbredir channels, no host devices.")
     var noUSB = false
 
+    @Option(name: .long, help: ArgumentHelp(
+        "The network: user, none, bridge:NAME or tap:NAME.",
+        discussion: "user (default): QEMU's user-mode network; the guest gets 10.0.2.15 by DHCP and reaches the host "
+            + "as 10.0.2.2. bridge:NAME joins a host bridge through qemu-bridge-helper; tap:NAME uses an existing tap device."))
+    var net: String = "user"
+
+    @Option(name: .long, help: ArgumentHelp(
+        "Forward a port of the host's loopback to the guest: tcp:HOSTPORT:GUESTPORT or udp:... (repeatable; --net user).",
+        discussion: "Example: --forward tcp:2222:22 makes 'ssh -p 2222 127.0.0.1' reach the guest's port 22."))
+    var forward: [String] = []
+
+    @Flag(name: .long, help: "No virtio-rng (by default the guest's entropy comes from the host's /dev/urandom).")
+    var noRNG = false
+
     @Option(name: .long, help: "Crash bundles to keep (newest first).")
     var keepCrashes: Int = 5
 
@@ -153,6 +167,11 @@ struct UpCommand: ParsableCommand {
         if let usbFilter {
             do { _ = try USBRedirFilter(parsing: usbFilter) } catch { throw ValidationError(error.description) }
         }
+        do {
+            let mode = try NetworkSetup.parseMode(net)
+            for f in forward { _ = try NetworkSetup.Forward.parse(f) }
+            if !forward.isEmpty && mode != .user { throw VMConfigError.outOfRange("--forward needs --net user") }
+        } catch { throw ValidationError("\(error)") }
         guard VMCoreFormat(rawValue: vmcore) != nil else { throw ValidationError("--vmcore must be elf, kdump-zlib or none") }
         guard (1...1000).contains(keepCrashes) else { throw ValidationError("--keep-crashes must be from 1 to 1000") }
         do { _ = try SpiceSetup.parseListen(spice) } catch { throw ValidationError(error.description) }
@@ -212,6 +231,9 @@ struct UpCommand: ParsableCommand {
         config.usb.controllers = !noUSB
         config.usb.redirChannels = noUSB ? 0 : usbRedir
         config.usb.filter = try usbFilter.map { try USBRedirFilter(parsing: $0) }
+        config.network.mode = try NetworkSetup.parseMode(net)
+        config.network.forwards = try forward.map { try NetworkSetup.Forward.parse($0) }
+        config.rng = !noRNG
         // Window sizes come only from SPICE clients: without SPICE, no D-Bus display (nor its probe).
         if display && !noSpice {
             config.displayConsole = qemuBinary.hasDBusDisplay()
@@ -250,6 +272,8 @@ struct UpCommand: ParsableCommand {
         args += noSpice ? ["--no-spice"] : []
         args += ["--audio", audio, "--usb-redir", String(usbRedir)]
         args += noUSB ? ["--no-usb"] : []
+        args += ["--net", net] + forward.flatMap { ["--forward", $0] }
+        args += noRNG ? ["--no-rng"] : []
         args += spiceInsecure ? ["--spice-insecure"] : []
         for (flag, value) in [("--spice-password-file", spicePasswordFile), ("--spice-tls-cert", spiceTLSCert),
                               ("--spice-tls-key", spiceTLSKey), ("--spice-tls-ca", spiceTLSCA),

@@ -119,6 +119,11 @@ public enum QEMUCommandLine {
                 ]
             }
         }
+        args += config.network.qemuArguments(vmName: config.name)
+        if config.rng {
+            // The guest's entropy from the host's /dev/urandom (never blocks, as the kernel's own pool).
+            args += ["-object", "rng-random,id=rng0,filename=/dev/urandom", "-device", "virtio-rng-pci,rng=rng0,id=rng0dev"]
+        }
         if config.rootDisk != nil {
             // The overlay, not the cached image (DiskOverlay). cache=unsafe: the
             // overlay is deleted when QEMU exits, so the guest's flushes

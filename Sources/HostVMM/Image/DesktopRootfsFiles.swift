@@ -39,14 +39,13 @@ enum DesktopRootfsFiles {
     ///   logind turns into poweroff); virtio_input (keyboard, tablet, mouse); virtio_gpu
     ///   (the display; drm and its helpers come with it); virtio_snd (the sound card, with
     ///   snd, snd-pcm, snd-timer and soundcore); xhci_pci, ehci_pci, usb_storage, uas,
-    ///   sd_mod, usbhid (USB redirection).
+    ///   sd_mod, usbhid (USB redirection); virtio_net and virtio_rng (the NIC, entropy).
     /// - autofs4, binfmt_misc: systemd's proc-sys-fs-binfmt_misc.automount.
     /// - configfs: sys-kernel-config.mount.
     /// - qemu_fw_cfg: /sys/firmware/qemu_fw_cfg.
-    /// - virtio_rng: entropy once a virtio-rng device is added.
     static let rootfsModules = initramfsModules + GuestInitFiles.modules + GuestInitFiles.displayModules
         + GuestInitFiles.soundModules + GuestInitFiles.usbModules
-        + ["autofs4", "binfmt_misc", "configfs", "qemu_fw_cfg", "virtio_rng"]
+        + ["autofs4", "binfmt_misc", "configfs", "qemu_fw_cfg"]
 
     /// depmod's inputs besides the modules themselves.
     static let modulesMetadata = ["modules.builtin", "modules.builtin.modinfo", "modules.order"]

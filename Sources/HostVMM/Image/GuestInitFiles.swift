@@ -7,7 +7,9 @@ enum GuestInitFiles {
     /// pvpanic/pvpanic-pci: panic reports; virtio_balloon: memory; button+evdev:
     /// the ACPI power button as an input event for acpid; virtio_input: the
     /// keyboard, tablet and mouse (vhost-user-input). Listed in /etc/modules.load.
-    static let modules = ["virtio_balloon", "pvpanic", "pvpanic_pci", "button", "evdev", "virtio_input"]
+    /// virtio_net: the NIC (issue #14; rcS asks DHCP when eth0 exists); virtio_rng: entropy.
+    static let modules = ["virtio_balloon", "pvpanic", "pvpanic_pci", "button", "evdev", "virtio_input", "virtio_net",
+                          "virtio_rng"]
 
     /// Loaded (with their dependencies, less what `modules` already loaded) only when the
     /// VM has a virtio-gpu (PCI 1af4:1050), from /etc/modules-display.load: virtio_gpu,
@@ -39,8 +41,12 @@ enum GuestInitFiles {
 
     static let agentPath = "/sbin/guest-agent"
 
+    /// tty1 (the SPICE screen, fbcon on the virtio-gpu) gets a root shell, respawned, so
+    /// a person at a SPICE client can type at once; there is no login (the guest is the
+    /// person's own throwaway machine, reachable only through hostvmm's channels).
     static let inittab = """
         ::sysinit:/etc/init.d/rcS
+        tty1::respawn:/bin/cttyhack /bin/sh -l
         ::respawn:\(agentPath) -m virtio-serial -p /dev/virtio-ports/org.qemu.guest_agent.0
         ::ctrlaltdel:/sbin/reboot
         ::shutdown:/etc/init.d/rcK
@@ -84,6 +90,11 @@ enum GuestInitFiles {
                 break ;;
             esac
         done
+        # The NIC, if the VM has one: DHCP in the background (QEMU's user network answers at once).
+        if [ -e /sys/class/net/eth0 ]; then
+            ip link set eth0 up
+            udhcpc -i eth0 -s /etc/udhcpc.script -b -q -t 10 -T 1 >/dev/null 2>&1
+        fi
         # /dev/virtio-ports/NAME, as udev's 50-udev-default.rules would make them.
         # A port's name arrives by a control message after probe: wait briefly.
         for port in /sys/class/virtio-ports/vport*; do
@@ -102,6 +113,29 @@ enum GuestInitFiles {
             echo 0 > /sys/class/graphics/fbcon/cursor_blink
             echo "hostvmm-guest: init done" > /dev/tty0
         fi
+
+        """
+
+    /// busybox udhcpc's hook: configures the lease (it exports interface, ip, mask as a
+    /// prefix length, router, dns).
+    static let udhcpcScript = """
+        #!/bin/sh
+        case "$1" in
+        deconfig)
+            ip addr flush dev "$interface"
+            ip link set "$interface" up
+            ;;
+        bound|renew)
+            ip addr flush dev "$interface"
+            ip addr add "$ip/${mask:-24}" dev "$interface"
+            if [ -n "$router" ]; then
+                ip route add default via "${router%% *}" dev "$interface"
+            fi
+            : > /etc/resolv.conf
+            for server in $dns; do echo "nameserver $server" >> /etc/resolv.conf; done
+            ;;
+        esac
+        exit 0
 
         """
 

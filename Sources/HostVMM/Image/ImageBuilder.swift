@@ -110,6 +110,7 @@ public struct ImageBuilder {
         archive.add("etc/inittab", .file(Array(GuestInitFiles.inittab.utf8)), permissions: 0o644)
         archive.add("etc/init.d/rcS", .file(Array(GuestInitFiles.rcS.utf8)))
         archive.add("etc/init.d/rcK", .file(Array(GuestInitFiles.rcK.utf8)))
+        archive.add("etc/udhcpc.script", .file(Array(GuestInitFiles.udhcpcScript.utf8)))
         archive.add("etc/acpi/PWRF/00000080", .file(Array(GuestInitFiles.powerButton.utf8)))
         archive.add("etc/os-release", .file(Array(GuestInitFiles.osRelease.utf8)), permissions: 0o644)
         var loadList = ""
@@ -173,6 +174,7 @@ public struct ImageBuilder {
         let description = ([Self.layoutVersion, kernel.packageName] + sums + GuestInitFiles.modules + ["display:"]
             + GuestInitFiles.displayModules + ["sound:"] + GuestInitFiles.soundModules + ["usb:"] + GuestInitFiles.usbModules
             + [GuestInitFiles.asoundConf, GuestInitFiles.inittab, GuestInitFiles.rcS, GuestInitFiles.rcK, GuestInitFiles.powerButton,
+               GuestInitFiles.udhcpcScript,
                GuestInitFiles.osRelease])
             .joined(separator: "\n")
         let tmp = "\(cacheDir)/key-\(getpid()).txt"

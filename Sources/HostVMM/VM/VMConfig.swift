@@ -37,6 +37,10 @@ public struct VMConfig: Sendable {
     public var spice: SpiceSetup? = SpiceSetup()
     /// USB controllers, SPICE usbredir channels and their filter (--usb-redir, --usb-filter, --no-usb).
     public var usb = USBSetup()
+    /// The NIC and how it reaches the world (--net, --forward).
+    public var network = NetworkSetup()
+    /// A virtio-rng fed from the host's /dev/urandom (--no-rng turns it off).
+    public var rng = true
 
     public init(name: String, memoryBytes: UInt64, cpus: Int, accelerator: AcceleratorChoice, kernelPath: String,
                 initrdPath: String, qemuPath: String) {

@@ -97,6 +97,7 @@ public final class VirtualMachine {
         startUSBRedir()
         if config.inputs && config.spice != nil { connectSpiceInputs() }
         onLog("accelerator: \(config.accelerator.kind.rawValue) (\(config.accelerator.reason))")
+        onLog("network: " + config.network.summary)
         let logFD = try state.openLog(state.qemuLog)
         defer { close(logFD) }
         if let consoleFD = try? state.openLog(state.consoleLog) { close(consoleFD) }  // 0600 before QEMU opens it
