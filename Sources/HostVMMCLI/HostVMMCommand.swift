@@ -8,7 +8,8 @@ struct HostVMMCommand: ParsableCommand {
         abstract: "Boot Linux VMs under QEMU with a guest agent, SPICE-agent, pvpanic and balloon channels.",
         discussion: """
             'hostvmm up' boots an embedded guest (--image default: busybox; --image desktop:
-            Debian 12 with systemd and logind) and supervises it; the other
+            Debian 12 with systemd and logind) and supervises it; 'hostvmm define NAME [options]'
+            keeps options under a name for 'hostvmm up NAME'; the other
             commands talk to a running VM through its control socket in
             \(StateDirectory.root())/NAME (set HOSTVMM_STATE_DIR to move it).
             """,
@@ -16,9 +17,14 @@ struct HostVMMCommand: ParsableCommand {
             UpCommand.self, StatusCommand.self, PingCommand.self, AgentCommand.self, ShutdownCommand.self,
             EventsCommand.self, DownCommand.self, ConsoleCommand.self, BalloonCommand.self, CrashesCommand.self,
             SpiceCommand.self, LockCommand.self, InputCommand.self, DisplayCommand.self, AudioCommand.self, USBCommand.self,
-            ImageCommand.self,
+            ImageCommand.self, DefineCommand.self, UndefineCommand.self, ListCommand.self,
         ]
     )
+
+    /// `hostvmm up NAME` boots a defined VM: expanded before parsing (DefinedOptions).
+    static func main() {
+        main(DefinedOptions.expandUp(Array(CommandLine.arguments.dropFirst())))
+    }
 }
 
 /// The VM a client command talks to: the optional positional name.

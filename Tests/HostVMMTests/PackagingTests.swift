@@ -29,4 +29,17 @@ import Testing
         #expect(r.status == 0, "\(r.output)")
         #expect(r.output.isEmpty, "systemd-analyze complained: \(r.output)")
     }
+
+    /// The template unit for defined VMs passes systemd's verifier (as the instance a
+    /// person enables, hostvmm@NAME).
+    @Test func systemdAcceptsTheVMTemplate() throws {
+        let dir = try TestEnvironment.temporaryDirectory("vmunit")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let unit = try String(contentsOfFile: "\(TestEnvironment.packageRoot)/packaging/hostvmm@.service", encoding: .utf8)
+            .replacingOccurrences(of: "/usr/local/bin/hostvmm", with: TestEnvironment.hostvmm)
+        try unit.write(toFile: "\(dir)/hostvmm@.service", atomically: true, encoding: .utf8)
+        let r = try runCommand("/usr/bin/systemd-analyze", ["verify", "\(dir)/hostvmm@demo.service"])
+        #expect(r.status == 0, "\(r.output)")
+        #expect(r.output.isEmpty, "systemd-analyze complained: \(r.output)")
+    }
 }

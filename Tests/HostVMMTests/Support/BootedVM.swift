@@ -13,21 +13,24 @@ final class BootedVM {
     /// Bound for boot-to-agent-ready under TCG on a loaded 2-core machine (typical: 6 s).
     static let bootTimeout: TimeInterval = 180
 
-    var environment: [String: String] { ["HOSTVMM_STATE_DIR": stateRoot] }
+    private var extraEnvironment: [String: String] = [:]
+    var environment: [String: String] { extraEnvironment.merging(["HOSTVMM_STATE_DIR": stateRoot]) { $1 } }
 
     /// One guest at a time: TCG guests booting side by side on 2 cores time
     /// each other's agents out. Suites run in parallel; their VMs take turns here.
     private static let slot = DispatchSemaphore(value: 1)
     private var holdsSlot = false
 
-    init(name: String, options: [String] = [], extraEnvironment: [String: String] = [:]) throws {
+    /// `hostvmm up --name NAME OPTIONS`, or exactly `arguments` when given (`up NAME` of a definition).
+    init(name: String, options: [String] = [], extraEnvironment: [String: String] = [:], arguments: [String]? = nil) throws {
         guard Self.slot.wait(timeout: .now() + 900) == .success else {
             throw TestFailure("waited 15 minutes for another test's VM to finish")
         }
         self.name = name
+        self.extraEnvironment = extraEnvironment
         do {
             stateRoot = try TestEnvironment.temporaryDirectory("e2e")
-            up = try WatchedProcess(TestEnvironment.hostvmm, ["up", "--name", name] + options,
+            up = try WatchedProcess(TestEnvironment.hostvmm, arguments ?? (["up", "--name", name] + options),
                                     environment: extraEnvironment.merging(["HOSTVMM_STATE_DIR": stateRoot]) { $1 })
         } catch {
             Self.slot.signal()  // deinit does not run for a half-built object
