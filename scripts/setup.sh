@@ -21,12 +21,15 @@ set -euo pipefail
 # python3-numpy finds a recording's frequency and level (Tests/HostVMMTests/Clients/tone.py).
 # USB (issue #13): libusb-1.0-0-dev and libusbredirhost-dev (with libusbredirparser-dev) for
 # host devices, hostvmm's usbredir stream guard and filters.
+# Disks (issue #14): ovmf for --firmware uefi; the tests build bootable disk images without
+# root with fdisk (sfdisk), dosfstools, mtools, syslinux (+ -common) and systemd-boot-efi.
 BACKPORTS_PACKAGES=(qemu-system-x86 qemu-guest-agent qemu-utils qemu-system-modules-opengl qemu-system-modules-spice)
 PACKAGES=(kmod busybox-static cpio xz-utils zstd python3 ca-certificates systemd debootstrap e2fsprogs tar
     libspice-server-dev pkg-config spice-client-gtk gir1.2-spiceclientglib-2.0 python3-gi python3-cryptography
     libx11-dev libxfixes-dev libxcb1-dev libxau-dev libxdmcp-dev xvfb xclip virt-viewer xdotool
     libpulse-dev alsa-utils pulseaudio pulseaudio-utils sox python3-numpy
-    libusb-1.0-0-dev libusbredirhost-dev libusbredirparser-dev)
+    libusb-1.0-0-dev libusbredirhost-dev libusbredirparser-dev
+    ovmf fdisk dosfstools mtools syslinux syslinux-common systemd-boot-efi)
 
 LOG_PREFIX=setup
 source "$(dirname "$0")/apt.sh"

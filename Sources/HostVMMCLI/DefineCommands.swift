@@ -13,11 +13,12 @@ enum DefinedOptions {
     /// --detach: how one run is started).
     static let kinds: [String: Kind] = {
         var k: [String: Kind] = [:]
-        for v in ["image", "memory", "cpus", "accel", "ready-timeout", "agent", "kernel", "initrd", "disk", "qemu",
+        for v in ["image", "memory", "cpus", "accel", "ready-timeout", "agent", "kernel", "initrd", "qemu", "firmware", "cdrom",
                   "on-panic", "spice", "spice-password-file", "spice-tls-cert", "spice-tls-key", "spice-tls-ca", "audio",
                   "pulse-server", "usb-redir", "usb-filter", "net", "keep-crashes", "vmcore"] { k[v] = .value }
         k["forward"] = .repeated
-        for f in ["no-spice", "spice-insecure", "no-acpi", "no-usb", "no-rng"] { k[f] = .flag }
+        k["disk"] = .repeated
+        for f in ["no-spice", "spice-insecure", "no-acpi", "no-usb", "no-rng", "snapshot"] { k[f] = .flag }
         for i in ["inputs", "display"] { k[i] = .invertible }
         return k
     }()

@@ -35,7 +35,7 @@ struct UpCommand: ParsableCommand {
     var name: String = VMConfig.defaultName
 
     @Option(name: .long, help: "Guest image: default (busybox, boots in seconds) or desktop (Debian 12 with systemd and logind; first build ~2-4 min). See above.")
-    var image: String = GuestImageKind.default.rawValue
+    var image: String?
 
     @Option(name: .long, help: "Guest memory, e.g. 512M or 2G (default: 512M; 1G for --image desktop).")
     var memory: String?
@@ -61,8 +61,26 @@ struct UpCommand: ParsableCommand {
     @Option(name: .long, help: "Initramfs to boot instead of the embedded image's (needs --kernel).")
     var initrd: String?
 
-    @Option(name: .long, help: "Raw root disk to boot (with --kernel and --initrd) as /dev/vda, root=/dev/vda rw; the VM writes only an overlay of it.")
-    var disk: String?
+    @Option(name: .long, help: ArgumentHelp(
+        "A disk image (qcow2 or raw), as /dev/vda, /dev/vdb, ... in order (repeatable).",
+        discussion: "Without --image, --kernel or --initrd the VM boots from the first disk through its firmware "
+            + "(--firmware); with them the disks are data disks. The guest writes to the file itself (--snapshot: "
+            + "to a throwaway overlay). A disk another running VM uses is refused."))
+    var disk: [String] = []
+
+    @Option(name: .long, help: "Firmware for booting from a disk: bios (SeaBIOS, default) or uefi (OVMF; its variables persist with the VM's definition).")
+    var firmware: String = Firmware.bios.rawValue
+
+    @Flag(name: .long, help: "Writes to the disks go to throwaway overlays (deleted when the VM stops).")
+    var snapshot = false
+
+    @Option(name: .long, help: "An ISO image as a CD-ROM (an installer: booted when there is no --disk).")
+    var cdrom: String?
+
+    /// The desktop image's own root disk (and --kernel's): a raw image booted as /dev/vda
+    /// with root=/dev/vda rw, through an overlay. Set by 'up' itself for --detach.
+    @Option(name: .long, help: .hidden)
+    var rootDisk: String?
 
     @Option(name: .long, help: "QEMU binary.")
     var qemu: String?
@@ -150,12 +168,23 @@ struct UpCommand: ParsableCommand {
         guard (1...64).contains(cpus) else { throw ValidationError("--cpus must be from 1 to 64") }
         guard ["auto", "kvm", "tcg"].contains(accel) else { throw ValidationError("--accel must be auto, kvm or tcg") }
         guard (kernel == nil) == (initrd == nil) else { throw ValidationError("--kernel and --initrd go together") }
-        guard let kind = GuestImageKind(rawValue: image) else {
+        guard let kind = GuestImageKind(rawValue: image ?? GuestImageKind.default.rawValue) else {
             throw ValidationError("--image must be one of \(GuestImageKind.allCases.map(\.rawValue).joined(separator: ", "))")
         }
-        if disk != nil && kernel == nil { throw ValidationError("--disk needs --kernel and --initrd") }
-        if kernel != nil && kind != .default && disk == nil {
-            throw ValidationError("--image \(image) with --kernel needs its --disk")
+        if rootDisk != nil && kernel == nil { throw ValidationError("--root-disk needs --kernel and --initrd") }
+        if kernel != nil && kind != .default && rootDisk == nil {
+            throw ValidationError("--image \(kind.rawValue) with --kernel needs its --root-disk")
+        }
+        guard let firmwareChoice = Firmware(rawValue: firmware) else { throw ValidationError("--firmware must be bios or uefi") }
+        if !bootsFromDisk && (firmwareChoice != .bios || snapshot && disk.isEmpty) {
+            throw ValidationError(firmwareChoice != .bios
+                ? "--firmware applies when the VM boots from a disk (--disk or --cdrom without --image, --kernel)"
+                : "--snapshot needs --disk")
+        }
+        for d in disk { do { _ = try DiskSetup.inspect(d) } catch { throw ValidationError(error.description) } }
+        if let cdrom, access(cdrom, R_OK) != 0 { throw ValidationError("--cdrom \(cdrom): not readable") }
+        if firmwareChoice == .uefi && access(Firmware.ovmfCode, R_OK) != 0 {
+            throw ValidationError("--firmware uefi needs \(Firmware.ovmfCode): apt-get install \(Firmware.ovmfPackage)")
         }
         guard PanicPolicy(rawValue: onPanic) != nil else {
             throw ValidationError("--on-panic must be one of \(PanicPolicy.allCases.map(\.rawValue).joined(separator: ", "))")
@@ -187,7 +216,9 @@ struct UpCommand: ParsableCommand {
         guard bytes <= 64 << 30 else { throw ValidationError("--memory must be at most 64G") }
     }
 
-    private var kind: GuestImageKind { GuestImageKind(rawValue: image) ?? .default }
+    private var kind: GuestImageKind { GuestImageKind(rawValue: image ?? "") ?? .default }
+    /// No image, no kernel, but a disk or CD-ROM: the firmware boots it.
+    private var bootsFromDisk: Bool { image == nil && kernel == nil && (!disk.isEmpty || cdrom != nil) }
     private var memoryText: String { memory ?? kind.defaultMemory }
 
     func run() throws {
@@ -200,8 +231,8 @@ struct UpCommand: ParsableCommand {
 
         var kernelPath = kernel
         var initrdPath = initrd
-        var diskPath = disk
-        if kernelPath == nil {
+        var diskPath = rootDisk
+        if kernelPath == nil && !bootsFromDisk {
             do {
                 let built = try kind.build(agentPath: agent) { line in say(line) }
                 kernelPath = built.kernel
@@ -213,15 +244,21 @@ struct UpCommand: ParsableCommand {
         }
 
         if detach {
-            try runDetached(kernel: kernelPath!, initrd: initrdPath!, disk: diskPath, state: state)
+            try runDetached(kernel: kernelPath, initrd: initrdPath, rootDisk: diskPath, state: state)
             return
         }
 
         let accelerator: AcceleratorChoice = accel == "auto" ? .detect() : .forced(accel == "kvm" ? .kvm : .tcg)
         var config = VMConfig(
             name: name, memoryBytes: try VMConfig.parseSize(memoryText), cpus: cpus, accelerator: accelerator,
-            kernelPath: kernelPath!, initrdPath: initrdPath!, qemuPath: qemuBinary.path)
+            kernelPath: kernelPath, initrdPath: initrdPath, qemuPath: qemuBinary.path)
         config.rootDisk = diskPath
+        config.disks = try disk.map { try DiskSetup.inspect($0) }
+        config.snapshot = snapshot
+        config.cdrom = cdrom
+        config.firmware = Firmware(rawValue: firmware) ?? .bios
+        // UEFI's boot entries live with the definition when there is one, else with this run.
+        config.uefiVars = VMDefinition.exists(name) ? "\(VMDefinition.directory())/\(name).OVMF_VARS.fd" : state.uefiVars
         config.acpi = !noACPI
         config.inputs = inputs
         config.display = display
@@ -262,11 +299,15 @@ struct UpCommand: ParsableCommand {
 
     /// Starts `hostvmm up` again in its own session with the image already
     /// built, output to hostvmm.log, then waits for the agent.
-    private func runDetached(kernel: String, initrd: String, disk: String?, state: StateDirectory) throws {
+    private func runDetached(kernel: String?, initrd: String?, rootDisk: String?, state: StateDirectory) throws {
         try state.create()
         var args = [CommandLine.arguments[0], "up", "--name", name, "--memory", memoryText, "--cpus", String(cpus),
-                    "--accel", accel, "--image", image, "--kernel", kernel, "--initrd", initrd, "--on-panic", onPanic,
+                    "--accel", accel, "--on-panic", onPanic,
                     "--keep-crashes", String(keepCrashes), "--vmcore", vmcore, "--spice", spice]
+        if let kernel, let initrd { args += ["--image", kind.rawValue, "--kernel", kernel, "--initrd", initrd] }
+        args += disk.flatMap { ["--disk", $0] } + ["--firmware", firmware]
+        args += snapshot ? ["--snapshot"] : []
+        if let cdrom { args += ["--cdrom", cdrom] }
         args += noACPI ? ["--no-acpi"] : []
         args += [inputs ? "--inputs" : "--no-inputs", display ? "--display" : "--no-display"]
         args += noSpice ? ["--no-spice"] : []
@@ -281,7 +322,7 @@ struct UpCommand: ParsableCommand {
             if let value { args += [flag, value] }
         }
         if let qemu { args += ["--qemu", qemu] }
-        if let disk { args += ["--disk", disk] }
+        if let rootDisk { args += ["--root-disk", rootDisk] }
         let logFD = try state.openLog(state.hostvmmLog)
         let devNull = open("/dev/null", O_RDONLY | O_CLOEXEC)
         let pid = try Subprocess.spawn(args, stdin: devNull, stdout: logFD, stderr: logFD, detach: .session)

@@ -8,7 +8,7 @@ import Testing
 /// spice-gtk client and by a real PulseAudio server's null sink, and a client's
 /// microphone recorded in the guest. Frequencies and levels are measured
 /// (Clients/tone.py: FFT peak, RMS) on what the peers actually received.
-@Suite(.serialized, .timeLimit(.minutes(15))) struct AudioEndToEndTests {
+@Suite(.serialized, .timeLimit(.minutes(30))) struct AudioEndToEndTests {
     /// A tone made with sox: `seconds` of `hz` at -6 dBFS peak, 48 kHz S16 stereo.
     static func toneFile(hz: Int, seconds: Double) throws -> [UInt8] {
         let path = "\(try TestEnvironment.temporaryDirectory("tone"))/tone.wav"

@@ -5,7 +5,7 @@ import Testing
 
 /// The balloon really gives memory back: guest RAM is a shared memfd, so
 /// inflated and reported pages leave QEMU's resident set.
-@Suite(.serialized, .timeLimit(.minutes(10))) struct BalloonEndToEndTests {
+@Suite(.serialized, .timeLimit(.minutes(30))) struct BalloonEndToEndTests {
     private func qemuRSS(_ vm: BootedVM) throws -> Int64 {
         let pid = try #require(try vm.status()["pids"]?["qemu"]?.int64Value)
         let status = try #require(FileIO.readText("/proc/\(pid)/status"))

@@ -4,7 +4,7 @@ import Testing
 
 /// VM definitions (issue #14): define, up NAME with an override, list, undefine;
 /// bad definitions are refused naming the key. One real boot.
-@Suite(.serialized, .timeLimit(.minutes(10))) struct DefinitionTests {
+@Suite(.serialized, .timeLimit(.minutes(30))) struct DefinitionTests {
     @Test func defineUpListUndefineRoundTrip() throws {
         let configDir = try TestEnvironment.temporaryDirectory("defs")
         let env = ["HOSTVMM_CONFIG_DIR": configDir]

@@ -121,7 +121,7 @@ import Testing
 /// checks what a desktop feature relies on: systemd's logind session on tty1,
 /// locking through logind, our agent started by its unit, and a cache the VM
 /// cannot write.
-@Suite(.serialized, .timeLimit(.minutes(20))) struct DesktopGuestTests {
+@Suite(.serialized, .timeLimit(.minutes(30))) struct DesktopGuestTests {
     /// Builds (or finds) the image through the CLI, outside BootedVM's boot
     /// bound: a first build runs debootstrap (minutes).
     static func buildImage() throws -> (disk: String, output: String) {

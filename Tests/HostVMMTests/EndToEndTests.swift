@@ -6,7 +6,7 @@ import Testing
 /// Boots the embedded guest under real QEMU with the real `hostvmm` binary and
 /// drives it from the CLI, as a person would. Serialized: each boot is heavy
 /// on 2 cores. The image is built by scripts/test.sh before the tests run.
-@Suite(.serialized, .timeLimit(.minutes(10))) struct EndToEndTests {
+@Suite(.serialized, .timeLimit(.minutes(30))) struct EndToEndTests {
     @Test func bootPingInfoStatusRebootAndAgentShutdown() throws {
         let vm = try BootedVM(name: "e2e-agent")
 

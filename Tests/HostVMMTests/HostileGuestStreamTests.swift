@@ -15,7 +15,7 @@ import Testing
 // 15 minutes: the limit includes waiting for its turn at InProcessSpice.gate, behind
 // X11ClipboardTests and SpiceDisplayTests, which take minutes each while the VM suites load
 // both cores (a full run once exceeded 5 minutes here; alone it takes 0.3 s).
-@Suite(.serialized, .timeLimit(.minutes(15))) struct HostileGuestStreamTests {
+@Suite(.serialized, .timeLimit(.minutes(30))) struct HostileGuestStreamTests {
     private func chunk(_ port: UInt32, _ bytes: [UInt8]) -> [UInt8] {
         var out: [UInt8] = []
         for v in [port, UInt32(bytes.count)] {

@@ -4,7 +4,7 @@ import Testing
 
 /// The QGA command set inside the real guest, through the whole chain:
 /// hostvmm CLI -> control socket -> QEMU chardev -> virtio-serial -> guest-agent.
-@Suite(.serialized, .timeLimit(.minutes(10))) struct InGuestAgentTests {
+@Suite(.serialized, .timeLimit(.minutes(30))) struct InGuestAgentTests {
     private func agent(_ vm: BootedVM, _ request: String) throws -> JSONValue { try vm.agent(request) }
 
     @Test func execFilesNetworkFsinfoOsinfo() throws {

@@ -5,7 +5,7 @@ import Testing
 /// Locking the guest's screen (protocol.md §1.9): on host command and when the
 /// SPICE client goes away, against the real logind of the desktop guest, and
 /// the documented error on the embedded guest, which has no session manager.
-@Suite(.serialized, .timeLimit(.minutes(10))) struct LockTests {
+@Suite(.serialized, .timeLimit(.minutes(30))) struct LockTests {
     static let client = SpiceEndToEndTests.client
 
     @Test func aGuestWithoutLogindAnswersWithTheDocumentedError() throws {

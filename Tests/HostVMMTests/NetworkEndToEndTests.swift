@@ -8,7 +8,7 @@ import Testing
 /// The embedded guest as a person's machine (issue #14, first part): a NIC on QEMU's
 /// user network (DHCP, the host reachable, a --forward into the guest), entropy
 /// from the host, and a shell on tty1 that a real SPICE client types into.
-@Suite(.serialized, .timeLimit(.minutes(10))) struct NetworkEndToEndTests {
+@Suite(.serialized, .timeLimit(.minutes(30))) struct NetworkEndToEndTests {
     @Test func theGuestHasANetworkEntropyAndAConsoleShell() throws {
         let forwardPort = try #require(SpiceServer.freePort(address: "127.0.0.1", from: 18080))
         let vm = try BootedVM(name: "e2e-net", options: ["--forward", "tcp:\(forwardPort):8080"])

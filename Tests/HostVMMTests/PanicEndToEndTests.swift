@@ -6,7 +6,7 @@ import pvpanic
 
 /// Real kernel panics in the real guest (sysrq 'c' through guest-exec), caught
 /// through pvpanic and QMP, with the bundle checked file by file.
-@Suite(.serialized, .timeLimit(.minutes(10))) struct PanicEndToEndTests {
+@Suite(.serialized, .timeLimit(.minutes(30))) struct PanicEndToEndTests {
     @Test func restartPolicyCapturesBundlesAndStopsACrashLoop() throws {
         let vm = try BootedVM(name: "e2e-panic", options: ["--keep-crashes", "2"])
         try vm.crashGuest()

@@ -8,7 +8,7 @@ import Testing
 /// QEMUDisplayConsole against a scripted QEMU end of its socketpair: the
 /// exchange it must make, and what it does with a peer that misbehaves. The
 /// real QEMU is DisplayEndToEndTests' peer; these cases cannot be made with it.
-@Suite(.timeLimit(.minutes(10))) struct QEMUDisplayConsoleTests {
+@Suite(.timeLimit(.minutes(30))) struct QEMUDisplayConsoleTests {
     /// The console on a loop thread, the test holding QEMU's end.
     final class Harness: @unchecked Sendable {
         let thread: LoopThread

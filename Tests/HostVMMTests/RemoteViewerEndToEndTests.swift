@@ -7,7 +7,7 @@ import Testing
 /// people use (virt-viewer), under Xvfb and driven by xdotool: the guest's screen
 /// in the window, typed keys and pointer moves in the guest's evdev, and the
 /// window's size as the guest's mode. Default VM options: display and inputs on.
-@Suite(.serialized, .timeLimit(.minutes(10))) struct RemoteViewerEndToEndTests {
+@Suite(.serialized, .timeLimit(.minutes(30))) struct RemoteViewerEndToEndTests {
     static let remoteViewer = "/usr/bin/remote-viewer"
     static let xdotool = "/usr/bin/xdotool"
     static let installed = [remoteViewer, xdotool, Xvfb.path].allSatisfy { FileManager.default.isExecutableFile(atPath: $0) }

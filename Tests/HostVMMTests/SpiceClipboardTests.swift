@@ -5,7 +5,7 @@ import Testing
 
 /// Copy and paste between a real SPICE client (spice-gtk) and the guest's
 /// headless clipboard, through hostvmm's SPICE server and our guest agent.
-@Suite(.serialized, .timeLimit(.minutes(10))) struct SpiceClipboardTests {
+@Suite(.serialized, .timeLimit(.minutes(30))) struct SpiceClipboardTests {
     static let client = SpiceEndToEndTests.client
 
     private func sha256(_ path: String) throws -> String {

@@ -218,7 +218,7 @@ func isSubsequence<T: Equatable>(_ needles: [T], of haystack: [T]) -> Bool {
     return i == needles.count
 }
 
-@Suite(.serialized, .timeLimit(.minutes(10))) struct SpiceDisplayTests {
+@Suite(.serialized, .timeLimit(.minutes(30))) struct SpiceDisplayTests {
     static let client = TestEnvironment.spiceDevicesClient
     static let screenshotTool = "/usr/bin/spicy-screenshot"
     static let clientsInstalled = FileManager.default.isExecutableFile(atPath: screenshotTool)

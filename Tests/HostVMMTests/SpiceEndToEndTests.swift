@@ -4,7 +4,7 @@ import Testing
 
 /// The SPICE server embedded in hostvmm, with real clients: spice-gtk's
 /// GObject API from Debian's python3, and spicy-stats.
-@Suite(.serialized, .timeLimit(.minutes(10))) struct SpiceEndToEndTests {
+@Suite(.serialized, .timeLimit(.minutes(30))) struct SpiceEndToEndTests {
     static let client = "\(TestEnvironment.packageRoot)/Tests/HostVMMTests/Clients/spice_session.py"
 
     private func session(_ uri: String) throws -> (status: Int32?, output: String) {

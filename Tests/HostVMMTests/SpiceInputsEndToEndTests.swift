@@ -6,7 +6,7 @@ import Testing
 /// spice-gtk client's key presses, pointer moves and clicks arrive in the
 /// guest's evdev as Linux input events, through hostvmm's SpiceInputs and our
 /// vhost-user virtio-input backends.
-@Suite(.serialized, .timeLimit(.minutes(10))) struct SpiceInputsEndToEndTests {
+@Suite(.serialized, .timeLimit(.minutes(30))) struct SpiceInputsEndToEndTests {
     @Test func clientKeysArriveInTheGuestsEvdev() throws {
         // --display too: spice-server offers client mouse mode (absolute positions) only
         // with a primary surface.

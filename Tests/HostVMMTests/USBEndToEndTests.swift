@@ -11,7 +11,7 @@ import Testing
 /// plugged again; faults (a client gone mid-transfer, a malformed stream) leave
 /// hostvmm and QEMU serving; 100 plug cycles leak nothing. The disk is a test
 /// device because these machines have no USB hardware (no /sys/bus/usb).
-@Suite(.serialized, .timeLimit(.minutes(20))) struct USBEndToEndTests {
+@Suite(.serialized, .timeLimit(.minutes(30))) struct USBEndToEndTests {
     static let disk = "\(TestEnvironment.packageRoot)/Tests/HostVMMTests/Clients/usbredir_disk.py"
 
     static func sha256(_ path: String) throws -> String {

@@ -9,7 +9,7 @@ import Testing
 /// the host against an Xvfb, its SPICE port is a unix socket served by an
 /// in-process SpiceServer, and the peers are real: spice-gtk on one side,
 /// xclip (an ordinary X client) on the other.
-@Suite(.serialized, .timeLimit(.minutes(10))) struct X11ClipboardTests {
+@Suite(.serialized, .timeLimit(.minutes(30))) struct X11ClipboardTests {
     static let xvfb = Xvfb.path
     static let xclip = "/usr/bin/xclip"
     static let toolsInstalled = [xvfb, xclip].allSatisfy { FileManager.default.isExecutableFile(atPath: $0) }

@@ -30,6 +30,9 @@ public enum QEMUCommandLine {
     public static func usbRedirID(_ channel: Int) -> String { "usbredir\(channel)" }
     public static func inputDeviceID(_ device: String) -> String { "input-\(device)-dev" }
 
+    /// A person's path inside a QEMU option value: a comma ends the value unless doubled.
+    static func qemuValue(_ text: String) -> String { text.replacingOccurrences(of: ",", with: ",,") }
+
     public static func arguments(config: VMConfig, state: StateDirectory) -> [String] {
         let memMiB = config.memoryBytes >> 20
         var args = [
@@ -48,15 +51,23 @@ public enum QEMUCommandLine {
         case .kvm: args += ["-accel", "kvm", "-cpu", "host"]
         case .tcg: args += ["-accel", "tcg", "-cpu", "max"]
         }
+        if let kernel = config.kernelPath, let initrd = config.initrdPath {
+            args += [
+                "-kernel", kernel,
+                "-initrd", initrd,
+                // SeaBIOS builds ACPI tables itself when QEMU gives none, so "no ACPI"
+                // is the guest kernel's choice: acpi=off on its command line.
+                // With a display the console also goes to tty0 (fbcon on virtio-gpu); ttyS0 stays
+                // last, so it remains /dev/console and the console log keeps everything.
+                "-append", (config.display ? "console=tty0 " : "") + config.kernelCommandLine
+                    + (config.rootDisk == nil ? "" : " \(rootDiskArguments)") + (config.acpi ? "" : " acpi=off"),
+            ]
+        } else if config.firmware == .uefi, let vars = config.uefiVars {
+            // OVMF's code read-only, this VM's own copy of the variable store writable.
+            args += ["-drive", "if=pflash,format=raw,unit=0,readonly=on,file=\(Firmware.ovmfCode)",
+                     "-drive", "if=pflash,format=raw,unit=1,file=\(vars)"]
+        }
         args += [
-            "-kernel", config.kernelPath,
-            "-initrd", config.initrdPath,
-            // SeaBIOS builds ACPI tables itself when QEMU gives none, so "no ACPI"
-            // is the guest kernel's choice: acpi=off on its command line.
-            // With a display the console also goes to tty0 (fbcon on virtio-gpu); ttyS0 stays
-            // last, so it remains /dev/console and the console log keeps everything.
-            "-append", (config.display ? "console=tty0 " : "") + config.kernelCommandLine + (config.rootDisk == nil ? "" : " \(rootDiskArguments)")
-                + (config.acpi ? "" : " acpi=off"),
             // Serial console to a file hostvmm tails; the kernel's panic text lands there.
             "-chardev", "file,id=serial0,path=\(state.consoleLog)",
             "-serial", "chardev:serial0",
@@ -132,6 +143,24 @@ public enum QEMUCommandLine {
                 "-drive", "file=\(state.diskOverlay),if=none,id=\(rootDiskID),format=qcow2,cache=unsafe,discard=unmap",
                 "-device", "virtio-blk-pci,drive=\(rootDiskID),id=vda",
             ]
+        }
+        // A person's disks: the file itself (cache=writeback: the guest's flushes reach it), or
+        // with --snapshot a throwaway overlay (VirtualMachine makes them). The firmware boots
+        // the first one when there is no kernel to load.
+        let firmwareBoot = config.kernelPath == nil
+        for (i, disk) in config.disks.enumerated() {
+            let id = "disk\(i + 1)"
+            let file = config.snapshot ? state.diskSnapshot(i) : disk.path
+            let format = config.snapshot ? "qcow2" : disk.format.rawValue
+            args += [
+                "-drive", "file=\(qemuValue(file)),if=none,id=\(id),format=\(format),cache=writeback,discard=unmap",
+                "-device", "virtio-blk-pci,drive=\(id),id=\(id)dev" + (firmwareBoot && i == 0 ? ",bootindex=0" : ""),
+            ]
+        }
+        if let iso = config.cdrom {
+            // On q35's built-in AHCI; booted when no disk is (an installer's first boot).
+            args += ["-drive", "file=\(qemuValue(iso)),if=none,id=cd0,media=cdrom,readonly=on",
+                     "-device", "ide-cd,drive=cd0,bus=ide.0,id=cd0dev" + (firmwareBoot ? ",bootindex=\(config.disks.isEmpty ? 0 : 1)" : "")]
         }
         return args
     }

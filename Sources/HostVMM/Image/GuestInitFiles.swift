@@ -20,6 +20,11 @@ enum GuestInitFiles {
     /// /etc/modules-sound.load: virtio_snd with snd-pcm, snd-timer, snd and soundcore.
     static let soundModules = ["virtio_snd"]
 
+    /// Loaded (likewise) only when the VM has a virtio-blk disk (PCI 1af4:1001 transitional,
+    /// 1042 modern), from /etc/modules-disk.load: the driver and ext4 (with jbd2, mbcache, crc16;
+    /// crc32c_generic too: ext4 asks the crypto API for it, which modules.dep does not say).
+    static let diskModules = ["virtio_blk", "ext4", "crc32c_generic"]
+
     /// Loaded (likewise) only when the VM has a USB controller (PCI class 0x0c03), from
     /// /etc/modules-usb.load: the xHCI and EHCI host drivers, mass storage (usb-storage,
     /// uas, sd_mod for /dev/sdX) and HID, with usbcore and scsi_mod. There is no udev to
@@ -75,12 +80,14 @@ enum GuestInitFiles {
                     while read -r module; do
                         insmod "/lib/modules/$module" || echo "rcS: cannot load $module"
                     done < "$2"
-                    return
+                    return 0
                 fi
             done
+            return 1
         }
         load_for_pci 0x1050 /etc/modules-display.load
         load_for_pci 0x1059 /etc/modules-sound.load
+        load_for_pci 0x1001 /etc/modules-disk.load || load_for_pci 0x1042 /etc/modules-disk.load
         for dev in /sys/bus/pci/devices/*; do
             case "$(cat "$dev/class")" in
             0x0c03*)

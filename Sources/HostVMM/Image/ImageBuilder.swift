@@ -87,8 +87,9 @@ public struct ImageBuilder {
         let displayOrder = try resolver.loadOrder(for: GuestInitFiles.displayModules).filter { !baseOrder.contains($0) }
         let soundOrder = try resolver.loadOrder(for: GuestInitFiles.soundModules).filter { !baseOrder.contains($0) }
         let usbOrder = try resolver.loadOrder(for: GuestInitFiles.usbModules).filter { !baseOrder.contains($0) }
+        let diskOrder = try resolver.loadOrder(for: GuestInitFiles.diskModules).filter { !baseOrder.contains($0) }
         var order = baseOrder
-        for path in displayOrder + soundOrder + usbOrder where !order.contains(path) { order.append(path) }
+        for path in displayOrder + soundOrder + usbOrder + diskOrder where !order.contains(path) { order.append(path) }
 
         progress("packing initramfs (\(order.count) modules, busybox, guest-agent, aplay and \(libraries.count) libraries)")
         var archive = CPIOArchive()
@@ -117,6 +118,7 @@ public struct ImageBuilder {
         var displayList = ""
         var soundList = ""
         var usbList = ""
+        var diskList = ""
         let xz = try HostTool.xz.locate()
         for path in order {
             let name = ModuleResolver.moduleName(ofPath: path) + ".ko"
@@ -132,11 +134,13 @@ public struct ImageBuilder {
             if displayOrder.contains(path) { displayList += name + "\n" }
             if soundOrder.contains(path) { soundList += name + "\n" }
             if usbOrder.contains(path) { usbList += name + "\n" }
+            if diskOrder.contains(path) { diskList += name + "\n" }
         }
         archive.add("etc/modules.load", .file(Array(loadList.utf8)), permissions: 0o644)
         archive.add("etc/modules-display.load", .file(Array(displayList.utf8)), permissions: 0o644)
         archive.add("etc/modules-sound.load", .file(Array(soundList.utf8)), permissions: 0o644)
         archive.add("etc/modules-usb.load", .file(Array(usbList.utf8)), permissions: 0o644)
+        archive.add("etc/modules-disk.load", .file(Array(diskList.utf8)), permissions: 0o644)
         var madeDirs = Set(["lib"])
         for lib in libraries {
             let rel = String(lib.dropFirst())
@@ -172,7 +176,7 @@ public struct ImageBuilder {
         let sums = try runTool([sha] + files)
             .split(separator: "\n").map { $0.split(separator: " ").first.map(String.init) ?? "" }
         let description = ([Self.layoutVersion, kernel.packageName] + sums + GuestInitFiles.modules + ["display:"]
-            + GuestInitFiles.displayModules + ["sound:"] + GuestInitFiles.soundModules + ["usb:"] + GuestInitFiles.usbModules
+            + GuestInitFiles.displayModules + ["sound:"] + GuestInitFiles.soundModules + ["usb:"] + GuestInitFiles.usbModules + ["disk:"] + GuestInitFiles.diskModules
             + [GuestInitFiles.asoundConf, GuestInitFiles.inittab, GuestInitFiles.rcS, GuestInitFiles.rcK, GuestInitFiles.powerButton,
                GuestInitFiles.udhcpcScript,
                GuestInitFiles.osRelease])

@@ -15,14 +15,14 @@ import Foundation
 /// reads of unchanged blocks go through the qcow2 layer (not measurable
 /// against TCG's own cost).
 enum DiskOverlay {
-    static func create(base: String, at overlay: String) throws {
+    static func create(base: String, format: DiskSetup.Format = .raw, at overlay: String) throws {
         guard FileManager.default.fileExists(atPath: base) else {
-            throw ImageBuildError.invalid("the root disk image \(base) does not exist (hostvmm image build --image desktop)")
+            throw ImageBuildError.invalid("the disk image \(base) does not exist")
         }
         let qemuImg = try HostTool.qemuImg.locate()
         _ = unlink(overlay)
-        // -F raw: the backing format is written into the overlay, so QEMU never probes it.
-        _ = try runTool([qemuImg, "create", "-q", "-f", "qcow2", "-F", "raw", "-b", base, overlay])
+        // -F: the backing format is written into the overlay, so QEMU never probes it.
+        _ = try runTool([qemuImg, "create", "-q", "-f", "qcow2", "-F", format.rawValue, "-b", base, overlay])
         _ = chmod(overlay, 0o600)
     }
 }

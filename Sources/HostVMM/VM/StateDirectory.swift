@@ -32,6 +32,10 @@ public struct StateDirectory: Sendable {
     /// QEMU listens on these (the usb-redir chardevs): SPICE usbredir channel N, host device slot N.
     public func usbRedirSocket(_ channel: Int) -> String { "\(path)/usbredir\(channel).sock" }
     public func usbHostSocket(_ slot: Int) -> String { "\(path)/usbhost\(slot).sock" }
+    /// --snapshot's overlay of the person's disk `index` (deleted when QEMU exits).
+    public func diskSnapshot(_ index: Int) -> String { "\(path)/disk\(index + 1)-snapshot.qcow2" }
+    /// UEFI variables of a VM that has no definition (gone with the state directory).
+    public var uefiVars: String { "\(path)/OVMF_VARS.fd" }
     public var consoleLog: String { "\(path)/console.log" }
     public var qemuLog: String { "\(path)/qemu.log" }
     public var hostvmmLog: String { "\(path)/hostvmm.log" }

@@ -10,8 +10,10 @@ public struct VMConfig: Sendable {
     public var memoryBytes: UInt64 = defaultMemoryBytes
     public var cpus: Int = defaultCPUs
     public var accelerator: AcceleratorChoice
-    public var kernelPath: String
-    public var initrdPath: String
+    /// The kernel and initramfs QEMU loads directly (the embedded images); nil: the
+    /// firmware boots from the first disk (or the CD-ROM).
+    public var kernelPath: String?
+    public var initrdPath: String?
     /// A raw root disk image (the desktop guest's), or nil for an initramfs-only
     /// guest. The VM never writes it: it boots a qcow2 overlay of it in its
     /// state directory, as /dev/vda, with `root=/dev/vda rw`.
@@ -41,9 +43,20 @@ public struct VMConfig: Sendable {
     public var network = NetworkSetup()
     /// A virtio-rng fed from the host's /dev/urandom (--no-rng turns it off).
     public var rng = true
+    /// A person's disks (--disk), after `rootDisk` if there is one.
+    public var disks: [DiskSetup] = []
+    /// Every disk behind a throwaway overlay (--snapshot).
+    public var snapshot = false
+    /// An ISO as a CD-ROM (--cdrom), e.g. an installer.
+    public var cdrom: String?
+    /// Firmware when there is no kernel to load (--firmware).
+    public var firmware = Firmware.bios
+    /// UEFI's variable store for this VM (boot entries persist in it); made from OVMF's
+    /// template when missing.
+    public var uefiVars: String?
 
-    public init(name: String, memoryBytes: UInt64, cpus: Int, accelerator: AcceleratorChoice, kernelPath: String,
-                initrdPath: String, qemuPath: String) {
+    public init(name: String, memoryBytes: UInt64, cpus: Int, accelerator: AcceleratorChoice, kernelPath: String?,
+                initrdPath: String?, qemuPath: String) {
         self.name = name
         self.memoryBytes = memoryBytes
         self.cpus = cpus

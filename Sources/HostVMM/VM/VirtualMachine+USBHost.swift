@@ -9,61 +9,16 @@ import USBRedir
 final class USBHostAttachment {
     let slot: Int
     let device: USBHostDevice
-    let claim: USBHostClaim
+    let claim: HostClaim
     var redirection: USBHostRedirection?
 
-    init(slot: Int, device: USBHostDevice, claim: USBHostClaim) {
+    init(slot: Int, device: USBHostDevice, claim: HostClaim) {
         self.slot = slot
         self.device = device
         self.claim = claim
     }
 
     var qemuID: String { "usbhost\(slot)" }
-}
-
-/// "One VM at a time": an flock'd file per BUS-ADDR under the state root, holding
-/// the VM's name, for as long as the VM has the device (`hostvmm usb list` reads it).
-struct USBHostClaim {
-    let path: String
-    let fd: Int32
-
-    static func directory() -> String { "\(StateDirectory.root())/.usb-claims" }
-
-    static func path(for device: USBHostDevice) -> String { "\(directory())/\(device.busAddress)" }
-
-    /// Claims `device` for `vm`; fails naming the holder if another VM has it.
-    static func take(_ device: USBHostDevice, for vm: String) throws(ControlError) -> USBHostClaim {
-        let dir = directory()
-        mkdir(dir, 0o700)
-        let path = path(for: device)
-        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw .generic("cannot create \(path): \(FileIO.errnoText())") }
-        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
-            close(fd)
-            throw .generic("\(device.busAddress) (\(device.vidpid)) is held by VM '\(holder(of: device) ?? "?")'")
-        }
-        _ = ftruncate(fd, 0)
-        let name = Array(vm.utf8)
-        _ = name.withUnsafeBufferPointer { pwrite(fd, $0.baseAddress, $0.count, 0) }
-        return USBHostClaim(path: path, fd: fd)
-    }
-
-    /// The VM holding `device`, if one does (its flock is held).
-    static func holder(of device: USBHostDevice) -> String? {
-        let fd = open(path(for: device), O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        if flock(fd, LOCK_SH | LOCK_NB) == 0 {
-            flock(fd, LOCK_UN)
-            return nil
-        }
-        return FileIO.readText(path(for: device))?.trimmingCharacters(in: .whitespacesAndNewlines)
-    }
-
-    func release() {
-        unlink(path)
-        close(fd)
-    }
 }
 
 extension VirtualMachine {
@@ -98,8 +53,10 @@ extension VirtualMachine {
             return completion(.failure(.generic("\(device.busAddress) is already attached to this VM")))
         }
         guard let qmp else { return completion(.failure(.generic("QMP is not connected yet"))) }
-        let claim: USBHostClaim
-        do { claim = try USBHostClaim.take(device, for: config.name) } catch { return completion(.failure(error)) }
+        let claim: HostClaim
+        do {
+            claim = try HostClaim.take(.usb, device.busAddress, what: "\(device.busAddress) (\(device.vidpid))", for: config.name)
+        } catch { return completion(.failure(.generic(error.description))) }
         let slot = (0...).first { s in !usbHostAttachments.contains { $0.slot == s } }!
         let attachment = USBHostAttachment(slot: slot, device: device, claim: claim)
         usbHostAttachments.append(attachment)
@@ -223,6 +180,6 @@ public enum USBHostInventory {
     /// Empty when the host has no USB; throws only when libusb fails.
     public static func list() throws(USBHostError) -> [Entry] {
         guard USBHostBus.present else { return [] }
-        return try USBHostBus.list().map { Entry(device: $0, heldBy: USBHostClaim.holder(of: $0)) }
+        return try USBHostBus.list().map { Entry(device: $0, heldBy: HostClaim.holder(.usb, $0.busAddress)) }
     }
 }

@@ -48,6 +48,8 @@ public final class VirtualMachine {
     /// SPICE usbredir channels (--usb-redir) and host devices attached (hostvmm usb attach).
     var usbRedirChannels: [USBRedirChannelState] = []
     var usbHostAttachments: [USBHostAttachment] = []
+    /// The person's disks this VM holds (HostClaim), released when QEMU exits.
+    var diskClaims: [HostClaim] = []
 
     /// Progress lines for a person (foreground `up` prints them).
     public var onLog: (String) -> Void = { _ in }
@@ -105,6 +107,7 @@ public final class VirtualMachine {
             try DiskOverlay.create(base: disk, at: state.diskOverlay)
             onLog("root disk: \(state.diskOverlay), a copy-on-write overlay of \(disk)")
         }
+        try prepareDisks()
         launchTime = EventLoop.now()
         let args = QEMUCommandLine.arguments(config: config, state: state)
         qemu = try QEMUProcess(arguments: args, logFD: logFD, loop: loop) { [unowned self] status in
@@ -274,6 +277,7 @@ public final class VirtualMachine {
         stopInputs()
         // The overlay holds everything the guest wrote, usually on a tmpfs: gone with the VM.
         if config.rootDisk != nil { unlink(state.diskOverlay) }
+        releaseDisks()
         for l in listeners { l.close() }
         listeners = []
         control.closeAll()

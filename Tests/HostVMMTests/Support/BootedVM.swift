@@ -17,14 +17,16 @@ final class BootedVM {
     var environment: [String: String] { extraEnvironment.merging(["HOSTVMM_STATE_DIR": stateRoot]) { $1 } }
 
     /// One guest at a time: TCG guests booting side by side on 2 cores time
-    /// each other's agents out. Suites run in parallel; their VMs take turns here.
+    /// each other's agents out. Suites run in parallel; their VMs take turns here,
+    /// which is why the VM suites' time limits (30 min) are far above their own run time:
+    /// a test's clock starts while it queues. The bounds are for gross hangs.
     private static let slot = DispatchSemaphore(value: 1)
     private var holdsSlot = false
 
     /// `hostvmm up --name NAME OPTIONS`, or exactly `arguments` when given (`up NAME` of a definition).
     init(name: String, options: [String] = [], extraEnvironment: [String: String] = [:], arguments: [String]? = nil) throws {
-        guard Self.slot.wait(timeout: .now() + 900) == .success else {
-            throw TestFailure("waited 15 minutes for another test's VM to finish")
+        guard Self.slot.wait(timeout: .now() + 1500) == .success else {
+            throw TestFailure("waited 25 minutes for other tests' VMs to finish")
         }
         self.name = name
         self.extraEnvironment = extraEnvironment

@@ -1,0 +1,90 @@
+#!/usr/bin/python3
+"""Builds a bootable disk image the way a distribution's installer lays one out,
+for the tests of `hostvmm up --disk` (issue #14), without root, loop devices or
+mounts: partition tables by sfdisk, file systems written at an offset inside the
+image file (mkfs.fat --offset, mtools' IMAGE@@OFFSET, mke2fs -E offset=).
+
+Usage: make_boot_disk.py bios|uefi OUT KERNEL INITRD
+
+  bios  MBR: partition 1 FAT32 (bootable) holding syslinux, the kernel, the initramfs
+        and syslinux.cfg; partition 2 ext4. syslinux's mbr.bin in the boot sector, so
+        SeaBIOS -> MBR -> syslinux (installed with --offset) -> kernel.
+  uefi  GPT: partition 1 an EFI system partition (FAT32) holding systemd-boot as the
+        removable-media path EFI/BOOT/BOOTX64.EFI, a loader entry, the kernel and the
+        initramfs; partition 2 ext4. OVMF -> BOOTX64.EFI -> kernel.
+
+Both: kernel command line "console=ttyS0 loglevel=4 panic=-1"; the ext4 partition
+(label "data") is empty, for the guest to write to. Prints the image's path.
+Tools (Debian): fdisk (sfdisk), dosfstools, mtools, syslinux + syslinux-common,
+systemd-boot-efi, e2fsprogs.
+"""
+import os
+import subprocess
+import sys
+
+MIB = 1 << 20
+BOOT_MIB, ROOT_MIB = 80, 32
+CMDLINE = "console=ttyS0 loglevel=4 panic=-1"
+ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+LINUX_TYPE = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
+
+
+def run(*args, stdin=None):
+    r = subprocess.run(args, input=stdin, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"{' '.join(args)}: {r.stderr.strip() or r.stdout.strip()}")
+    return r.stdout
+
+
+def mcopy(image, offset, src, dst):
+    run("mcopy", "-o", "-i", f"{image}@@{offset}", src, f"::{dst}")
+
+
+def main():
+    kind, out, kernel, initrd = sys.argv[1:5]
+    if kind not in ("bios", "uefi"):
+        raise SystemExit("kind must be bios or uefi")
+    total = (1 + BOOT_MIB + ROOT_MIB + 1) * MIB
+    with open(out, "wb") as f:
+        f.truncate(total)
+    boot_start, root_start = 1 * MIB, (1 + BOOT_MIB) * MIB
+    if kind == "bios":
+        table = (f"label: dos\nstart={boot_start // 512}, size={BOOT_MIB * MIB // 512}, type=c, bootable\n"
+                 f"start={root_start // 512}, size={ROOT_MIB * MIB // 512}, type=83\n")
+    else:
+        table = (f"label: gpt\nstart={boot_start // 512}, size={BOOT_MIB * MIB // 512}, type={ESP_TYPE}, name=esp\n"
+                 f"start={root_start // 512}, size={ROOT_MIB * MIB // 512}, type={LINUX_TYPE}, name=root\n")
+    run("sfdisk", "--no-reread", "--no-tell-kernel", out, stdin=table)
+    run("mkfs.fat", "-F", "32", "-n", "BOOT", "--offset", str(boot_start // 512), out, str(BOOT_MIB * 1024))
+    mcopy(out, boot_start, kernel, "/vmlinuz")
+    mcopy(out, boot_start, initrd, "/initrd.cpio")
+    work = out + ".files"
+    os.makedirs(work, exist_ok=True)
+    if kind == "bios":
+        with open(f"{work}/syslinux.cfg", "w") as f:
+            f.write(f"DEFAULT hostvmm\nTIMEOUT 0\nLABEL hostvmm\n  KERNEL /vmlinuz\n  INITRD /initrd.cpio\n"
+                    f"  APPEND {CMDLINE}\n")
+        mcopy(out, boot_start, f"{work}/syslinux.cfg", "/syslinux.cfg")
+        run("syslinux", "--offset", str(boot_start), "--install", out)
+        with open("/usr/lib/syslinux/mbr/mbr.bin", "rb") as f:
+            mbr = f.read()
+        with open(out, "r+b") as f:
+            f.write(mbr[:440])  # the boot code only: the partition table stays
+    else:
+        run("mmd", "-i", f"{out}@@{boot_start}", "::/EFI", "::/EFI/BOOT", "::/loader", "::/loader/entries")
+        mcopy(out, boot_start, "/usr/lib/systemd/boot/efi/systemd-bootx64.efi", "/EFI/BOOT/BOOTX64.EFI")
+        with open(f"{work}/loader.conf", "w") as f:
+            f.write("default hostvmm.conf\ntimeout 0\n")
+        with open(f"{work}/hostvmm.conf", "w") as f:
+            f.write(f"title hostvmm test disk\nlinux /vmlinuz\ninitrd /initrd.cpio\noptions {CMDLINE}\n")
+        mcopy(out, boot_start, f"{work}/loader.conf", "/loader/loader.conf")
+        mcopy(out, boot_start, f"{work}/hostvmm.conf", "/loader/entries/hostvmm.conf")
+    run("mke2fs", "-q", "-t", "ext4", "-L", "data", "-E", f"offset={root_start}", out, f"{ROOT_MIB * 1024}k")
+    for name in os.listdir(work):
+        os.unlink(f"{work}/{name}")
+    os.rmdir(work)
+    print(out)
+
+
+if __name__ == "__main__":
+    main()
