@@ -57,12 +57,15 @@ let package = Package(
                        providers: [.apt(["libusbredirhost-dev", "libusb-1.0-0-dev"])]),
         // Host USB devices for a VM: enumeration, hot-unplug, one usbredirhost per attached device.
         .target(name: "USBHost", dependencies: ["CUSBHost", "USBRedir", "LinuxSystem"]),
-        .target(name: "HostVMM", dependencies: ["AgentProtocol", "LinuxSystem", "CLinuxSupport", "pvpanic", "SpiceBridge",
+        // Building guests (issue #14's layout): the embedded initramfs, the desktop disk, the host
+        // tools they need. Knows nothing of running a VM.
+        .target(name: "GuestImage", dependencies: ["LinuxSystem"]),
+        .target(name: "HostVMM", dependencies: ["AgentProtocol", "LinuxSystem", "CLinuxSupport", "pvpanic", "SpiceBridge", "GuestImage",
                                                 "VirtioCore", "VirtioInput", "VirtioGPU", "VirtioSound", "PulseAudio",
                                                 "USBRedir", "USBHost"]),
         .executableTarget(
             name: "HostVMMCLI",
-            dependencies: ["HostVMM", "pvpanic", "USBRedir", "USBHost",
+            dependencies: ["HostVMM", "GuestImage", "pvpanic", "USBRedir", "USBHost",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // What every test target shares: a loop on its own thread, bounded waits, TestFailure.
@@ -73,7 +76,7 @@ let package = Package(
         .testTarget(name: "VirtioCoreTests", dependencies: ["VirtioCore", "VirtioInput", "VirtioGPU", "VirtioSound", "LinuxSystem", "CLinuxSupport",
                                                           "TestSupport"]),
         // Clients/: the Python SPICE clients the tests run (with Debian's /usr/bin/python3), not sources.
-        .testTarget(name: "HostVMMTests", dependencies: ["HostVMM", "AgentProtocol", "pvpanic", "SpiceBridge", "TestSupport"],
+        .testTarget(name: "HostVMMTests", dependencies: ["HostVMM", "GuestImage", "AgentProtocol", "pvpanic", "SpiceBridge", "TestSupport"],
                     exclude: ["Clients"]),
     ]
 )

@@ -1,6 +1,7 @@
 import AgentProtocol
 import ArgumentParser
 import Foundation
+import GuestImage
 import HostVMM
 import LinuxSystem
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import GuestImage
 import HostVMM
 import LinuxSystem
 import pvpanic

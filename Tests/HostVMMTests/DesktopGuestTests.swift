@@ -3,6 +3,7 @@ import AgentProtocol
 import Foundation
 import LinuxSystem
 import Testing
+@testable import GuestImage
 @testable import HostVMM
 
 /// The pure parts of the desktop image: what it writes and loads, in which order.

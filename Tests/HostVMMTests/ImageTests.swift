@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+@testable import GuestImage
 @testable import HostVMM
 
 @Suite struct ModuleResolverTests {

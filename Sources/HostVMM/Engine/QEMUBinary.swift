@@ -1,4 +1,5 @@
 import Foundation
+import GuestImage
 import LinuxSystem
 
 /// Where QEMU is and whether it is new enough (QEMU 10 from bookworm-backports:

@@ -1,4 +1,5 @@
 import Foundation
+import GuestImage
 
 /// Each VM's own writable view of a cached root disk: a qcow2 overlay in the
 /// VM's state directory whose backing file is the cached raw image, made

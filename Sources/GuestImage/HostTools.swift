@@ -3,7 +3,7 @@ import LinuxSystem
 
 /// External programs the image builder runs, each with the Debian package that
 /// provides it, so a missing one is an error a person can act on.
-enum HostTool: String, CaseIterable {
+public enum HostTool: String, CaseIterable, Sendable {
     case aptGet = "apt-get"
     case aptCache = "apt-cache"
     case dpkgDeb = "dpkg-deb"
@@ -26,7 +26,7 @@ enum HostTool: String, CaseIterable {
     /// What the desktop image needs on top (qemu-img is checked when a VM starts).
     static let desktopImage: [HostTool] = defaultImage + [.debootstrap, .mkfsExt4, .tar]
 
-    var package: String {
+    public var package: String {
         switch self {
         case .aptGet, .aptCache: return "apt"
         case .dpkgDeb: return "dpkg"
@@ -44,7 +44,7 @@ enum HostTool: String, CaseIterable {
     }
 
     /// The absolute path, or an error naming the package.
-    func locate() throws(ImageBuildError) -> String {
+    public func locate() throws(ImageBuildError) -> String {
         let env = Subprocess.currentEnvironment().map {
             // /sbin holds depmod; root's PATH may lack it.
             $0.hasPrefix("PATH=") ? $0 + ":/usr/sbin:/sbin:/usr/bin:/bin" : $0
@@ -91,14 +91,14 @@ public enum ImageBuildError: Error, CustomStringConvertible {
 }
 
 /// Runs a tool to completion; stdout is returned as text.
-func runTool(_ argv: [String], in directory: String? = nil, environment: [String: String]? = nil)
+public func runTool(_ argv: [String], in directory: String? = nil, environment: [String: String]? = nil)
     throws(ImageBuildError) -> String
 {
     String(decoding: try runToolData(argv, in: directory, environment: environment), as: UTF8.self)
 }
 
 /// Runs a tool to completion; stdout is returned as bytes.
-func runToolData(_ argv: [String], in directory: String? = nil, environment: [String: String]? = nil)
+public func runToolData(_ argv: [String], in directory: String? = nil, environment: [String: String]? = nil)
     throws(ImageBuildError) -> Data
 {
     do {

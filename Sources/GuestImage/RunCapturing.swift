@@ -1,14 +1,14 @@
 import Foundation
 
 /// A program that could not run or exited non-zero, with the tail of its stderr.
-struct CommandFailure: Error, CustomStringConvertible {
-    var description: String
+public struct CommandFailure: Error, CustomStringConvertible {
+    public var description: String
 }
 
 /// Runs a short-lived program to completion and returns its stdout; a start
 /// failure or non-zero exit throws with the last lines of its stderr. For the
 /// host tools hostvmm calls (apt, dpkg, depmod, qemu --version, swift build).
-func runCapturing(_ argv: [String], in directory: String? = nil, environment: [String: String]? = nil)
+public func runCapturing(_ argv: [String], in directory: String? = nil, environment: [String: String]? = nil)
     throws(CommandFailure) -> Data
 {
     let process = Process()
