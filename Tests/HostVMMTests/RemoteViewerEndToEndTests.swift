@@ -5,7 +5,8 @@ import Testing
 
 /// What a person gets with `hostvmm up` and remote-viewer, the SPICE client most
 /// people use (virt-viewer), under Xvfb and driven by xdotool: the guest's screen
-/// in the window, typed keys and pointer moves in the guest's evdev, and the
+/// in the window, typed keys and pointer moves in the guest's evdev, a command typed
+/// into the console's shell, and the
 /// window's size as the guest's mode. Default VM options: display and inputs on.
 @Suite(.serialized, .timeLimit(.minutes(30))) struct RemoteViewerEndToEndTests {
     static let remoteViewer = "/usr/bin/remote-viewer"
@@ -88,5 +89,14 @@ import Testing
         #expect(width > 0 && width < 1024 && info["scanout"] == info["preferred"], "display: \(JSONWriter.string(info))")
         #expect((info["resizes-signalled"]?.int64Value ?? 0) >= 1)
         #expect(info["errors"]?.int64Value == 0)
+
+        // 5. The console is a shell: a command typed into the window runs, and it and its
+        //    output are on the guest's screen (tty1's text, /dev/vcs1). Ctrl-U drops the "a".
+        _ = try runXdotool(x.display, ["key", "--window", window, "ctrl+u"])
+        _ = try runXdotool(x.display, ["type", "--window", window, "echo viewer.typed.$((6*7))"])
+        _ = try runXdotool(x.display, ["key", "--window", window, "Return"])
+        let screen = try vm.guestRun("for i in $(seq 1 100); do grep -q viewer.typed.42 /dev/vcs1 && break; sleep 0.1; done; tr -s ' ' < /dev/vcs1")
+        #expect(screen.output.contains("echo viewer.typed.$((6*7))") && screen.output.contains("viewer.typed.42"),
+                "tty1: \(screen.output)")
     }
 }
