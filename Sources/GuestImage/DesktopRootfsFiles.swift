@@ -77,6 +77,9 @@ enum DesktopRootfsFiles {
             File(path: "etc/systemd/system/session-locker.service", content: sessionLockerUnit, mode: 0o644),
             File(path: "usr/lib/systemd/system/guest-agent.service", content: agentUnit, mode: 0o644),
             File(path: "usr/lib/udev/rules.d/60-guest-agent.rules", content: agentUdevRule, mode: 0o644),
+            // The NIC (issue #14): systemd-networkd asks DHCP on any wired interface.
+            File(path: "etc/systemd/network/20-wired.network",
+                 content: "[Match]\nName=en* eth*\n\n[Network]\nDHCP=yes\n", mode: 0o644),
         ]
     }
 
@@ -84,6 +87,10 @@ enum DesktopRootfsFiles {
     static let symlinks: [(path: String, target: String)] = [
         ("etc/systemd/system/multi-user.target.wants/session-locker.service",
          "/etc/systemd/system/session-locker.service"),
+        ("etc/systemd/system/multi-user.target.wants/systemd-networkd.service",
+         "/lib/systemd/system/systemd-networkd.service"),
+        ("etc/systemd/system/sockets.target.wants/systemd-networkd.socket",
+         "/lib/systemd/system/systemd-networkd.socket"),
         // The udev rule's SYSTEMD_WANTS pulls the agent in already; this is the
         // unit's own [Install] WantedBy=, as `systemctl enable guest-agent` makes it.
         (#"etc/systemd/system/dev-virtio\x2dports-org.qemu.guest_agent.0.device.wants/guest-agent.service"#,

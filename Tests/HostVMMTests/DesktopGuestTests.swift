@@ -196,6 +196,14 @@ import Testing
         #expect(unitLines.dropFirst().first == "no", "\(unit.output)")
         #expect(unitLines.dropFirst(2).first?.count == 32, "\(unit.output)")
 
+        // The NIC: systemd-networkd takes a DHCP lease from QEMU's user network.
+        let lease = Self.poll(60) { () -> String? in
+            guard let r = try? vm.agent(#"{"execute":"guest-network-get-interfaces"}"#) else { return nil }
+            let text = JSONWriter.string(r)
+            return text.contains("10.0.2.15") ? text : nil
+        }
+        #expect(lease != nil, "no 10.0.2.15: \(JSONWriter.string((try? vm.agent(#"{"execute":"guest-network-get-interfaces"}"#)) ?? .null))")
+
         // The sound card: udev loads virtio_snd, Debian's aplay (alsa-utils) sees it.
         let cards = try vm.guestRun("aplay -l 2>&1")
         #expect(cards.output.contains("VirtIO SoundCard"), "\(cards.output)")
