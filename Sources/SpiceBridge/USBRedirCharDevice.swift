@@ -76,7 +76,7 @@ public final class USBRedirCharDevice: SpiceCharDeviceHandler {
         clientAttached = connected
         isCut = false
         if connected {
-            connectDeadline = Self.nowMs() + Self.connectPatienceMs
+            connectDeadline = EventLoop.now() + Self.connectPatienceMs
             connectQEMU()
         } else {
             disconnectQEMU()
@@ -99,7 +99,7 @@ public final class USBRedirCharDevice: SpiceCharDeviceHandler {
             }
         } catch {
             // QEMU not listening yet (the client came before QEMU started): try again shortly.
-            guard Self.nowMs() < connectDeadline else {
+            guard EventLoop.now() < connectDeadline else {
                 onLog("usbredir channel \(channelID): QEMU's socket \(qemuSocket) did not answer: \(error)")
                 return
             }
@@ -174,11 +174,5 @@ public final class USBRedirCharDevice: SpiceCharDeviceHandler {
         disconnectQEMU()
         onLog("usbredir channel \(channelID): \(why); the device is unplugged from the guest and this client's stream is ignored until it reconnects")
         onCut(why)
-    }
-
-    private static func nowMs() -> UInt64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000
     }
 }

@@ -46,10 +46,7 @@ public struct USBHostDevice: Equatable, Sendable {
 
     /// "BUS-ADDR", the form `hostvmm usb attach` takes (decimal, as lsusb's Bus/Device).
     public var busAddress: String { "\(bus)-\(address)" }
-    public var vidpid: String {
-        USBRedirDevice(speed: speed, deviceClass: deviceClass, subclass: 0, deviceProtocol: 0, vendorID: vendorID,
-                       productID: productID, versionBCD: nil).vidpid
-    }
+    public var vidpid: String { USBRedirDevice.vidpid(vendorID, productID) }
 
     public static let hubClass: UInt8 = 9
     public var isHub: Bool { deviceClass == Self.hubClass }
@@ -102,8 +99,7 @@ public enum USBDeviceSelector: Equatable, Sendable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .ids(let v, let p):
-            return USBRedirDevice(speed: .unknown, deviceClass: 0, subclass: 0, deviceProtocol: 0, vendorID: v,
-                                  productID: p, versionBCD: nil).vidpid
+            return USBRedirDevice.vidpid(v, p)
         case .location(let b, let a): return "\(b)-\(a)"
         }
     }

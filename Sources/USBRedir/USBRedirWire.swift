@@ -81,11 +81,15 @@ public struct USBRedirDevice: Equatable, Sendable {
     }
 
     /// "1d6b:0104", as lsusb prints it.
-    public var vidpid: String { Self.hex4(vendorID) + ":" + Self.hex4(productID) }
+    public var vidpid: String { Self.vidpid(vendorID, productID) }
 
-    static func hex4(_ v: UInt16) -> String {
-        let s = String(v, radix: 16)
-        return String(repeating: "0", count: 4 - s.count) + s
+    /// The same for any pair of ids (host devices, selectors).
+    public static func vidpid(_ vendor: UInt16, _ product: UInt16) -> String {
+        func hex4(_ v: UInt16) -> String {
+            let s = String(v, radix: 16)
+            return String(repeating: "0", count: 4 - s.count) + s
+        }
+        return hex4(vendor) + ":" + hex4(product)
     }
 }
 

@@ -36,12 +36,10 @@ import Testing
         let started = try vm.guestRun("mkdir -p /www && echo served by the guest > /www/index.html && httpd -p 8080 -h /www && echo ok")
         #expect(started.output.contains("ok"), "\(started.output)")
         var page = ""
-        let deadline = Date().addingTimeInterval(30)
-        while Date() < deadline {
+        _ = try waitUntil(timeout: 30, interval: 0.2) {
             page = try runCommand("/usr/bin/python3", ["-c", "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())",
                                                        "http://127.0.0.1:\(forwardPort)/index.html"], timeout: 30).output
-            if page.contains("served by the guest") { break }
-            Thread.sleep(forTimeInterval: 0.2)
+            return page.contains("served by the guest")
         }
         let listening = try vm.guestRun("ps; netstat -ltn 2>&1").output
         #expect(page.contains("served by the guest"), "through --forward: '\(page)'; guest: \(listening)")
