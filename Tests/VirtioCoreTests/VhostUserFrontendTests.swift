@@ -14,7 +14,10 @@ import TestSupport
 /// does when it dies or restarts: it goes away, comes back on a new
 /// connection, and sends nonsense. QEMU's own side is covered by the VM tests
 /// (InputEndToEndTests, DisplayEndToEndTests); these cases cannot be made with it.
-@Suite(.timeLimit(.minutes(10))) struct VhostUserFrontendTests {
+/// The limit covers waiting for a test thread: in the full suite, VM tests that block
+/// their threads (the one-VM slot, waits for guests) can hold both of a 2-core machine's
+/// for 12 minutes before these start (measured); each case itself takes seconds.
+@Suite(.timeLimit(.minutes(30))) struct VhostUserFrontendTests {
     /// The real keyboard behind a backend listening on a fresh socket, on its own loop.
     final class Harness: @unchecked Sendable {
         let runner: LoopThread
