@@ -19,7 +19,9 @@ let package = Package(
         .target(name: "AgentProtocol"),
         // The guest binary. Standard library + Glibc only, so the static build stays small.
         // The X11 clipboard backend links libX11/libXfixes statically in the guest build.
-        .executableTarget(name: "GuestAgent", dependencies: ["AgentProtocol", "LinuxSystem", "CX11"]),
+        // libcrypt (static in the guest build) hashes guest-set-user-password's passwords.
+        .executableTarget(name: "GuestAgent", dependencies: ["AgentProtocol", "LinuxSystem", "CX11", "CCrypt"]),
+        .systemLibrary(name: "CCrypt", providers: [.apt(["libcrypt-dev"])]),
         // libX11 + libXfixes (Debian libx11-dev, libxfixes-dev; static: libxcb1-dev, libxau-dev, libxdmcp-dev).
         .systemLibrary(name: "CX11", providers: [.apt(["libx11-dev", "libxfixes-dev", "libxcb1-dev", "libxau-dev", "libxdmcp-dev"])]),
         // Linux syscalls Swift cannot call directly (variadic or fork-time work).

@@ -162,6 +162,73 @@ enum GuestInitFiles {
 
         """
 
+    /// Accounts, as a distribution has them: root only. Its password is locked ('*'): tty1
+    /// has a root shell without login, and a host sets one with guest-set-user-password.
+    static let passwd = "root:x:0:0:root:/root:/bin/sh\n"
+    static let group = "root:x:0:\nshadow:x:42:\n"
+    static let shadow = "root:*:19000:0:99999:7:::\n"
+
+    /// shutdown(8) for stock agents, which run it as distributions have it: qemu-ga runs
+    /// `/sbin/shutdown -h -P|-H|-r +0 MESSAGE` (our agent too, where the file exists).
+    /// busybox has poweroff, halt and reboot, which ask init. Only "now" is offered:
+    /// a time other than +0/now is refused rather than ignored. The message is not used.
+    static let shutdown = """
+        #!/bin/sh
+        action=poweroff
+        for arg in "$@"; do
+            case "$arg" in
+            -r|--reboot) action=reboot ;;
+            -H|--halt) [ "$action" = reboot ] || action=halt ;;
+            -h|-P|--poweroff) ;;
+            now|+0) ;;
+            +*|*:*) echo "shutdown: only an immediate shutdown (now, +0) is supported" >&2; exit 1 ;;
+            -*) echo "shutdown: unknown option $arg" >&2; exit 1 ;;
+            esac
+        done
+        exec /bin/busybox "$action"
+
+        """
+
+    /// chpasswd(8) for stock agents (qemu-ga's guest-set-user-password writes "user:password"
+    /// lines to it, and runs it with -e when the password is already a hash); busybox has
+    /// none. SHA-512 through busybox mkpasswd, /etc/shadow replaced atomically. Input stays
+    /// in quoted variables and awk's ENVIRON: nothing from it is evaluated or used as a pattern.
+    static let chpasswd = """
+        #!/bin/sh
+        encrypted=no
+        for arg in "$@"; do
+            case "$arg" in
+            -e|--encrypted) encrypted=yes ;;
+            *) echo "chpasswd: unknown option $arg" >&2; exit 1 ;;
+            esac
+        done
+        status=0
+        line_number=0
+        while IFS= read -r line || [ -n "$line" ]; do
+            line_number=$((line_number + 1))
+            user=${line%%:*}
+            password=${line#*:}
+            if [ -z "$user" ] || [ "$user" = "$line" ]; then
+                echo "chpasswd: line $line_number: missing new password" >&2; status=1; continue
+            fi
+            if ! CHPASSWD_USER=$user awk -F: '$1 == ENVIRON["CHPASSWD_USER"] { found = 1 } END { exit !found }' /etc/passwd; then
+                echo "chpasswd: line $line_number: user does not exist" >&2; status=1; continue
+            fi
+            if [ "$encrypted" = yes ]; then
+                hash=$password
+            else
+                hash=$(printf '%s\n' "$password" | mkpasswd -P 0 -m sha512) || { status=1; continue; }
+            fi
+            CHPASSWD_USER=$user CHPASSWD_HASH=$hash CHPASSWD_DAY=$(($(date +%s) / 86400)) awk -F: -v OFS=: '
+                $1 == ENVIRON["CHPASSWD_USER"] && !done { $2 = ENVIRON["CHPASSWD_HASH"]; $3 = ENVIRON["CHPASSWD_DAY"]; done = 1 }
+                { print }
+                END { if (!done) print ENVIRON["CHPASSWD_USER"] ":" ENVIRON["CHPASSWD_HASH"] ":" ENVIRON["CHPASSWD_DAY"] ":0:99999:7:::" }
+            ' /etc/shadow > /etc/shadow.chpasswd && chmod 600 /etc/shadow.chpasswd && mv /etc/shadow.chpasswd /etc/shadow || status=1
+        done
+        exit $status
+
+        """
+
     /// busybox acpid maps the power button to /etc/acpi/PWRF/00000080.
     static let powerButton = """
         #!/bin/sh

@@ -114,6 +114,12 @@ public struct ImageBuilder {
         archive.add("etc/udhcpc.script", .file(Array(GuestInitFiles.udhcpcScript.utf8)))
         archive.add("etc/acpi/PWRF/00000080", .file(Array(GuestInitFiles.powerButton.utf8)))
         archive.add("etc/os-release", .file(Array(GuestInitFiles.osRelease.utf8)), permissions: 0o644)
+        archive.add("etc/passwd", .file(Array(GuestInitFiles.passwd.utf8)), permissions: 0o644)
+        archive.add("etc/group", .file(Array(GuestInitFiles.group.utf8)), permissions: 0o644)
+        archive.add("etc/shadow", .file(Array(GuestInitFiles.shadow.utf8)), permissions: 0o600)
+        // What stock agents (qemu-ga) run, as a distribution has them (issue #15).
+        archive.add("sbin/shutdown", .file(Array(GuestInitFiles.shutdown.utf8)))
+        archive.add("usr/sbin/chpasswd", .file(Array(GuestInitFiles.chpasswd.utf8)))
         var loadList = ""
         var displayList = ""
         var soundList = ""
@@ -178,8 +184,8 @@ public struct ImageBuilder {
         let description = ([Self.layoutVersion, kernel.packageName] + sums + GuestInitFiles.modules + ["display:"]
             + GuestInitFiles.displayModules + ["sound:"] + GuestInitFiles.soundModules + ["usb:"] + GuestInitFiles.usbModules + ["disk:"] + GuestInitFiles.diskModules
             + [GuestInitFiles.asoundConf, GuestInitFiles.inittab, GuestInitFiles.rcS, GuestInitFiles.rcK, GuestInitFiles.powerButton,
-               GuestInitFiles.udhcpcScript,
-               GuestInitFiles.osRelease])
+               GuestInitFiles.udhcpcScript, GuestInitFiles.osRelease, GuestInitFiles.passwd, GuestInitFiles.group,
+               GuestInitFiles.shadow, GuestInitFiles.shutdown, GuestInitFiles.chpasswd])
             .joined(separator: "\n")
         let tmp = "\(cacheDir)/key-\(getpid()).txt"
         try Data(description.utf8).write(to: URL(fileURLWithPath: tmp))

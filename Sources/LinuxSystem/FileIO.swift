@@ -53,20 +53,32 @@ public enum FileIO {
     }
 
     /// Writes `bytes` to `path` (created with `mode`), replacing it atomically via a temporary file.
-    public static func writeAtomically(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o600) throws(SystemError) {
+    public static func writeAtomically(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o600,
+                                       owner: (uid: uid_t, gid: gid_t)? = nil, durable: Bool = false) throws(SystemError) {
         let temporary = "\(path).tmp-\(getpid())"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
         guard fd >= 0 else { throw SystemError("open", temporary) }
-        let ok = Syscall.writeAll(fd: fd, bytes)
+        // fchmod: the mode asked for, whatever the umask; the owner before the content is visible.
+        var ok = fchmod(fd, mode) == 0 && Syscall.writeAll(fd: fd, bytes)
+        if ok, let owner { ok = fchown(fd, owner.uid, owner.gid) == 0 }
+        if ok, durable { ok = fsync(fd) == 0 }
+        let failure = errno
         close(fd)
         guard ok else {
             unlink(temporary)
-            throw SystemError("write", temporary, errno: EIO)
+            throw SystemError("write", temporary, errno: failure == 0 ? EIO : failure)
         }
         guard rename(temporary, path) == 0 else {
             let e = SystemError("rename", path)
             unlink(temporary)
             throw e
+        }
+        if durable {
+            // The rename itself survives a crash only once the directory is on disk.
+            let slash = path.lastIndex(of: "/")
+            let directory = slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
+            let dirFD = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            if dirFD >= 0 { fsync(dirFD); close(dirFD) }
         }
     }
 

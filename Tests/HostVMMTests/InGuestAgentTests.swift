@@ -54,6 +54,25 @@ import Testing
         let vcpus = try agent(vm, #"{"execute":"guest-get-vcpus"}"#)["return"]?.arrayValue ?? []
         #expect(vcpus.count == 2, "the VM has 2 vCPUs by default")
 
+        // guest-set-user-password with no chpasswd in the guest: the agent writes /etc/shadow
+        // itself (SHA-512 here: the guest has no login.defs), keeping the file's mode.
+        let password = "correct horse: battery $1"
+        let set = try agent(vm, #"{"execute":"guest-set-user-password","arguments":{"username":"root","password":"\#(Base64.encode(Array(password.utf8)))","crypted":false}}"#)
+        #expect(set["return"] == .object([:]), "\(JSONWriter.string(set))")
+        let hash = try ShadowCheck.hash(of: "root", in: vm.getFile("/etc/shadow"))
+        #expect(hash.hasPrefix("$6$"), "\(hash)")
+        #expect(try ShadowCheck.matches(password: password, hash: hash), "the hash in /etc/shadow does not verify")
+        let mode = try vm.guestRun("stat -c %a /etc/shadow")
+        #expect(mode.output.trimmingCharacters(in: .whitespacesAndNewlines) == "600", "\(mode.output)")
+        let given = "$6$salt$hashed.by.the.host"
+        let crypted = try agent(vm, #"{"execute":"guest-set-user-password","arguments":{"username":"root","password":"\#(Base64.encode(Array(given.utf8)))","crypted":true}}"#)
+        #expect(crypted["return"] == .object([:]), "\(JSONWriter.string(crypted))")
+        #expect(try ShadowCheck.hash(of: "root", in: vm.getFile("/etc/shadow")) == given)
+        let before = try vm.getFile("/etc/shadow")
+        let unknown = try agent(vm, #"{"execute":"guest-set-user-password","arguments":{"username":"nobody","password":"eA==","crypted":false}}"#)
+        #expect(unknown["error"]?["desc"] == .string("failed to lookup user 'nobody'"), "\(JSONWriter.string(unknown))")
+        #expect(try vm.getFile("/etc/shadow") == before, "a refused request must leave /etc/shadow as it was")
+
         let shutdown = try vm.cli(["shutdown", vm.name, "--mode", "agent"])
         #expect(shutdown.status == 0, "\(shutdown.output)")
         #expect(vm.upExitCode() == 0)

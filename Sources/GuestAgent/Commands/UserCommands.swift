@@ -4,7 +4,7 @@ import LinuxSystem
 import Glibc
 #endif
 
-/// guest-set-user-password (through chpasswd, as qemu-ga) and
+/// guest-set-user-password (/etc/shadow written here: ShadowPasswords) and
 /// guest-ssh-get/add/remove-authorized-keys (~USER/.ssh/authorized_keys).
 enum UserCommands {
     static let specs: [CommandSpec] = [
@@ -48,26 +48,16 @@ enum UserCommands {
     ]
 
     private static func setPassword(username: String, password: [UInt8], crypted: Bool) throws(QGAError) {
-        // chpasswd reads "user:password" lines: a ':' in the name or a newline
-        // anywhere would let a host smuggle in a second account.
+        // shadow(5) is ':'- and newline-separated: either in a name or a password
+        // would let a host smuggle in a second account.
         guard !username.isEmpty, !username.contains(":"), !username.contains("\n") else {
             throw .generic("forbidden characters in the user name")
         }
         guard !password.contains(0x0A), !password.contains(0x0D), !password.contains(0) else {
             throw .generic("forbidden characters in raw password")
         }
-        let environment = ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]
-        let program = Subprocess.resolve("chpasswd", environment: environment)
-        guard program.hasPrefix("/") else { throw .generic("cannot find 'chpasswd' program in PATH") }
-        let argv = crypted ? [program, "-e"] : [program]
-        let input = Array("\(username):".utf8) + password + [0x0A]
-        let result: (status: ExitStatus, stdout: [UInt8], stderr: [UInt8])
-        do { result = try Subprocess.runCapturing(argv, input: input, environment: environment) } catch {
-            throw .generic("failed to execute child process 'chpasswd': \(error)")
-        }
-        guard result.status.isSuccess else {
-            throw .generic("child process has failed to set user password: \(String(decoding: result.stderr, as: UTF8.self))")
-        }
+        _ = try lookup(username)
+        try ShadowPasswords.setPassword(user: username, password: password, crypted: crypted)
     }
 
     struct User {
