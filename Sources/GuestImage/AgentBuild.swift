@@ -5,9 +5,14 @@ import Foundation
 /// in the image, and its resident memory is a third lower than with shared
 /// glibc and libstdc++), in its own scratch directory (.build-guest) so that
 /// the host build's flags never replace it with a dynamically linked binary.
-struct AgentBuild {
+public struct AgentBuild {
     var sourceDir: String?
     var log: (String) -> Void
+
+    public init(sourceDir: String? = nil, log: @escaping (String) -> Void) {
+        self.sourceDir = sourceDir
+        self.log = log
+    }
 
     /// The package root: explicit, $HOSTVMM_SOURCE_DIR, or found upwards from
     /// this executable (.build/<triple>/<config>/hostvmm) or the working directory.
@@ -28,7 +33,7 @@ struct AgentBuild {
         throw .noSourceTree
     }
 
-    func build() throws(ImageBuildError) -> String {
+    public func build() throws(ImageBuildError) -> String {
         let root = try packageRoot()
         let swift = ProcessInfo.processInfo.environment["SWIFT_EXEC_PATH"] ?? "/opt/swift/usr/bin/swift"
         let swiftPath = FileManager.default.isExecutableFile(atPath: swift) ? swift : "/usr/bin/swift"

@@ -163,7 +163,8 @@ enum DesktopRootfsFiles {
     static let agentUnit = #"""
         # hostvmm guest agent: started when the guest agent port appears (see
         # 60-guest-agent.rules), stopped when it goes away. It replaces Debian's
-        # qemu-guest-agent.service; both cannot hold the port at once.
+        # qemu-guest-agent.service; both cannot hold the port at once. Options:
+        # /etc/default/guest-agent (the .deb ships one; see scripts/build-agent-deb.sh).
         [Unit]
         Description=hostvmm guest agent (qemu-guest-agent protocol)
         Documentation=man:qemu-ga(8)
@@ -172,7 +173,8 @@ enum DesktopRootfsFiles {
         Conflicts=qemu-guest-agent.service
 
         [Service]
-        ExecStart=/usr/sbin/guest-agent -m virtio-serial -p /dev/virtio-ports/org.qemu.guest_agent.0
+        EnvironmentFile=-/etc/default/guest-agent
+        ExecStart=/usr/sbin/guest-agent -m virtio-serial -p /dev/virtio-ports/org.qemu.guest_agent.0 $GUEST_AGENT_OPTIONS
         Restart=always
         RestartSec=1
 

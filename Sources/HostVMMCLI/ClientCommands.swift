@@ -161,7 +161,25 @@ struct ConsoleCommand: ParsableCommand {
 
 struct ImageCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "image", abstract: "Manage the embedded guest image.", subcommands: [Build.self])
+        commandName: "image", abstract: "Manage the embedded guest image.", subcommands: [Build.self, Agent.self])
+
+    /// What scripts/build-agent-deb.sh packs: the same binary the images carry.
+    struct Agent: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "agent",
+            abstract: "Build the fully static guest-agent the images carry and print its path.",
+            discussion: "Release build with the Swift runtime and glibc linked in, scratch directory .build-guest.")
+
+        func run() {
+            do {
+                // Progress on stderr: stdout is the path alone, for $(hostvmm image agent).
+                let path = try AgentBuild { _ = Syscall.writeAll(fd: 2, Array("hostvmm: \($0)\n".utf8)) }.build()
+                _ = Syscall.writeAll(fd: 1, Array("\(path)\n".utf8))
+            } catch {
+                fail("cannot build guest-agent: \(error)")
+            }
+        }
+    }
 
     struct Build: ParsableCommand {
         static let configuration = CommandConfiguration(

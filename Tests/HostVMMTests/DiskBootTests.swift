@@ -11,17 +11,25 @@ import Testing
 @Suite(.serialized, .timeLimit(.minutes(30))) struct DiskBootTests {
     static let builder = "\(TestEnvironment.packageRoot)/Tests/HostVMMTests/Clients/make_boot_disk.py"
 
-    static func makeDisk(_ kind: String, in dir: String) throws -> String {
-        let image = try runCommand(TestEnvironment.hostvmm, ["image", "build"])
+    /// A disk of `kind` (bios, uefi) booting the embedded image's kernel and initramfs with
+    /// an empty ext4 data partition; or, with `distribution`, the desktop image's Debian
+    /// root file system as partition 2 (a Debian install with systemd, booted by firmware).
+    static func makeDisk(_ kind: String, in dir: String, distribution: Bool = false) throws -> String {
+        let image = try runCommand(TestEnvironment.hostvmm, ["image", "build"] + (distribution ? ["--image", "desktop"] : []),
+                                   timeout: 600)
         let paths = Dictionary(image.output.split(separator: "\n").compactMap { line -> (String, String)? in
             let parts = line.split(separator: " ", maxSplits: 1).map(String.init)
-            return parts.count == 2 && ["kernel:", "initrd:"].contains(parts[0]) ? (String(parts[0].dropLast()), parts[1]) : nil
+            return parts.count == 2 && ["kernel:", "initrd:", "disk:"].contains(parts[0]) ? (String(parts[0].dropLast()), parts[1]) : nil
         }, uniquingKeysWith: { $1 })
         guard let kernel = paths["kernel"], let initrd = paths["initrd"] else { throw TestFailure("image build: \(image.output)") }
-        let out = "\(dir)/\(kind).img"
-        let made = try runCommand("/usr/bin/python3", [builder, kind, out, kernel, initrd])
+        var arguments = [builder, kind, "\(dir)/\(kind).img", kernel, initrd]
+        if distribution {
+            guard let root = paths["disk"] else { throw TestFailure("image build --image desktop: no disk in \(image.output)") }
+            arguments.append(root)
+        }
+        let made = try runCommand("/usr/bin/python3", arguments, timeout: 300)
         guard made.status == 0 else { throw TestFailure("make_boot_disk \(kind): \(made.output)") }
-        return out
+        return arguments[2]
     }
 
     static func sha256(_ path: String) throws -> String {

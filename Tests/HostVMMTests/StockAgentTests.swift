@@ -1,6 +1,7 @@
 import AgentProtocol
 import Foundation
 import Testing
+import TestSupport
 
 /// Debian's own qemu-ga as the embedded guest's agent (issue #15): what a person's guest
 /// runs instead of ours. The image gives it what it runs in a distribution (/sbin/shutdown,

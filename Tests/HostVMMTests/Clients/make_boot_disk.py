@@ -1,10 +1,10 @@
 #!/usr/bin/python3
 """Builds a bootable disk image the way a distribution's installer lays one out,
 for the tests of `hostvmm up --disk` (issue #14), without root, loop devices or
-mounts: partition tables by sfdisk, file systems written at an offset inside the
-image file (mkfs.fat --offset, mtools' IMAGE@@OFFSET, mke2fs -E offset=).
+mounts: partition tables by sfdisk, the boot partition made in a file of its own
+(mkfs.fat, mtools) and copied into place, the ext4 one at its offset (mke2fs -E offset=).
 
-Usage: make_boot_disk.py bios|uefi OUT KERNEL INITRD
+Usage: make_boot_disk.py bios|uefi OUT KERNEL INITRD [ROOTFS]
 
   bios  MBR: partition 1 FAT32 (bootable) holding syslinux, the kernel, the initramfs
         and syslinux.cfg; partition 2 ext4. syslinux's mbr.bin in the boot sector, so
@@ -14,7 +14,10 @@ Usage: make_boot_disk.py bios|uefi OUT KERNEL INITRD
         initramfs; partition 2 ext4. OVMF -> BOOTX64.EFI -> kernel.
 
 Both: kernel command line "console=ttyS0 loglevel=4 panic=-1"; the ext4 partition
-(label "data") is empty, for the guest to write to. Prints the image's path.
+(label "data") is empty, for the guest to write to. With ROOTFS (an ext4 file system
+image, such as the desktop guest's disk.img), partition 2 is that file system, copied
+sparse, and the command line adds "root=/dev/vda2 rw": a distribution's root disk
+(the desktop guest's own initramfs mounts root=). Prints the image's path.
 Tools (Debian): fdisk (sfdisk), dosfstools, mtools, syslinux + syslinux-common,
 systemd-boot-efi, e2fsprogs.
 """
@@ -36,50 +39,65 @@ def run(*args, stdin=None):
     return r.stdout
 
 
-def mcopy(image, offset, src, dst):
-    run("mcopy", "-o", "-i", f"{image}@@{offset}", src, f"::{dst}")
+def mcopy(image, src, dst):
+    run("mcopy", "-o", "-i", image, src, f"::{dst}")
 
 
 def main():
     kind, out, kernel, initrd = sys.argv[1:5]
+    rootfs = sys.argv[5] if len(sys.argv) > 5 else None
     if kind not in ("bios", "uefi"):
         raise SystemExit("kind must be bios or uefi")
-    total = (1 + BOOT_MIB + ROOT_MIB + 1) * MIB
+    root_mib = -(-os.path.getsize(rootfs) // MIB) if rootfs else ROOT_MIB
+    cmdline = CMDLINE + (" root=/dev/vda2 rw" if rootfs else "")
+    total = (1 + BOOT_MIB + root_mib + 1) * MIB
     with open(out, "wb") as f:
         f.truncate(total)
     boot_start, root_start = 1 * MIB, (1 + BOOT_MIB) * MIB
     if kind == "bios":
         table = (f"label: dos\nstart={boot_start // 512}, size={BOOT_MIB * MIB // 512}, type=c, bootable\n"
-                 f"start={root_start // 512}, size={ROOT_MIB * MIB // 512}, type=83\n")
+                 f"start={root_start // 512}, size={root_mib * MIB // 512}, type=83\n")
     else:
         table = (f"label: gpt\nstart={boot_start // 512}, size={BOOT_MIB * MIB // 512}, type={ESP_TYPE}, name=esp\n"
-                 f"start={root_start // 512}, size={ROOT_MIB * MIB // 512}, type={LINUX_TYPE}, name=root\n")
+                 f"start={root_start // 512}, size={root_mib * MIB // 512}, type={LINUX_TYPE}, name=root\n")
     run("sfdisk", "--no-reread", "--no-tell-kernel", out, stdin=table)
-    run("mkfs.fat", "-F", "32", "-n", "BOOT", "--offset", str(boot_start // 512), out, str(BOOT_MIB * 1024))
-    mcopy(out, boot_start, kernel, "/vmlinuz")
-    mcopy(out, boot_start, initrd, "/initrd.cpio")
+    # The boot partition is made in a file of its own and copied into place: mtools
+    # misreads a FAT at an offset in an image of more than 2 GiB (a distribution root
+    # beside it). -h: the partition's first sector, which syslinux's boot sector reads.
+    part = out + ".boot"
+    with open(part, "wb") as f:
+        f.truncate(BOOT_MIB * MIB)
+    run("mkfs.fat", "-F", "32", "-n", "BOOT", "-h", str(boot_start // 512), part)
+    mcopy(part, kernel, "/vmlinuz")
+    mcopy(part, initrd, "/initrd.cpio")
     work = out + ".files"
     os.makedirs(work, exist_ok=True)
     if kind == "bios":
         with open(f"{work}/syslinux.cfg", "w") as f:
             f.write(f"DEFAULT hostvmm\nTIMEOUT 0\nLABEL hostvmm\n  KERNEL /vmlinuz\n  INITRD /initrd.cpio\n"
-                    f"  APPEND {CMDLINE}\n")
-        mcopy(out, boot_start, f"{work}/syslinux.cfg", "/syslinux.cfg")
-        run("syslinux", "--offset", str(boot_start), "--install", out)
+                    f"  APPEND {cmdline}\n")
+        mcopy(part, f"{work}/syslinux.cfg", "/syslinux.cfg")
+        run("syslinux", "--install", part)
         with open("/usr/lib/syslinux/mbr/mbr.bin", "rb") as f:
             mbr = f.read()
         with open(out, "r+b") as f:
             f.write(mbr[:440])  # the boot code only: the partition table stays
     else:
-        run("mmd", "-i", f"{out}@@{boot_start}", "::/EFI", "::/EFI/BOOT", "::/loader", "::/loader/entries")
-        mcopy(out, boot_start, "/usr/lib/systemd/boot/efi/systemd-bootx64.efi", "/EFI/BOOT/BOOTX64.EFI")
+        run("mmd", "-i", part, "::/EFI", "::/EFI/BOOT", "::/loader", "::/loader/entries")
+        mcopy(part, "/usr/lib/systemd/boot/efi/systemd-bootx64.efi", "/EFI/BOOT/BOOTX64.EFI")
         with open(f"{work}/loader.conf", "w") as f:
             f.write("default hostvmm.conf\ntimeout 0\n")
         with open(f"{work}/hostvmm.conf", "w") as f:
-            f.write(f"title hostvmm test disk\nlinux /vmlinuz\ninitrd /initrd.cpio\noptions {CMDLINE}\n")
-        mcopy(out, boot_start, f"{work}/loader.conf", "/loader/loader.conf")
-        mcopy(out, boot_start, f"{work}/hostvmm.conf", "/loader/entries/hostvmm.conf")
-    run("mke2fs", "-q", "-t", "ext4", "-L", "data", "-E", f"offset={root_start}", out, f"{ROOT_MIB * 1024}k")
+            f.write(f"title hostvmm test disk\nlinux /vmlinuz\ninitrd /initrd.cpio\noptions {cmdline}\n")
+        mcopy(part, f"{work}/loader.conf", "/loader/loader.conf")
+        mcopy(part, f"{work}/hostvmm.conf", "/loader/entries/hostvmm.conf")
+    run("dd", f"if={part}", f"of={out}", "bs=1M", f"seek={boot_start // MIB}", "conv=notrunc", "status=none")
+    os.unlink(part)
+    if rootfs:
+        # conv=sparse,notrunc: the file system's holes stay holes in the disk.
+        run("dd", f"if={rootfs}", f"of={out}", "bs=1M", f"seek={root_start // MIB}", "conv=sparse,notrunc", "status=none")
+    else:
+        run("mke2fs", "-q", "-t", "ext4", "-L", "data", "-E", f"offset={root_start}", out, f"{ROOT_MIB * 1024}k")
     for name in os.listdir(work):
         os.unlink(f"{work}/{name}")
     os.rmdir(work)
