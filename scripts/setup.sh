@@ -23,13 +23,18 @@ set -euo pipefail
 # host devices, hostvmm's usbredir stream guard and filters.
 # Disks (issue #14): ovmf for --firmware uefi; the tests build bootable disk images without
 # root with fdisk (sfdisk), dosfstools, mtools, syslinux (+ -common) and systemd-boot-efi.
+# Stock agents (issue #15): libvirt 11 from bookworm-backports (libvirtd, virtlogd, virsh, the
+# QEMU driver), each package named with its release so that nothing else (systemd) moves to
+# backports; the tests start the daemons themselves. dpkg-dev: scripts/build-agent-deb.sh.
 BACKPORTS_PACKAGES=(qemu-system-x86 qemu-guest-agent qemu-utils qemu-system-modules-opengl qemu-system-modules-spice)
+BACKPORTS_PINNED=(libvirt0 libvirt-common libvirt-clients libvirt-daemon libvirt-daemon-common libvirt-daemon-log
+    libvirt-daemon-driver-qemu)
 PACKAGES=(kmod busybox-static cpio xz-utils zstd python3 ca-certificates systemd debootstrap e2fsprogs tar
     libspice-server-dev pkg-config spice-client-gtk gir1.2-spiceclientglib-2.0 python3-gi python3-cryptography
     libx11-dev libxfixes-dev libxcb1-dev libxau-dev libxdmcp-dev xvfb xclip virt-viewer xdotool
     libpulse-dev alsa-utils pulseaudio pulseaudio-utils sox python3-numpy
     libusb-1.0-0-dev libusbredirhost-dev libusbredirparser-dev
-    ovmf fdisk dosfstools mtools syslinux syslinux-common systemd-boot-efi)
+    ovmf fdisk dosfstools mtools syslinux syslinux-common systemd-boot-efi dpkg-dev)
 
 LOG_PREFIX=setup
 source "$(dirname "$0")/apt.sh"
@@ -48,14 +53,20 @@ for p in "${BACKPORTS_PACKAGES[@]}"; do
     v=$(dpkg-query -W -f='${Version}' "$p" 2>/dev/null || true)
     case "$v" in *bpo*) ;; *) missing_bp+=("$p") ;; esac
 done
+missing_pinned=()
+for p in "${BACKPORTS_PINNED[@]}"; do
+    v=$(dpkg-query -W -f='${Version}' "$p" 2>/dev/null || true)
+    case "$v" in *bpo*) ;; *) missing_pinned+=("$p/bookworm-backports") ;; esac
+done
 
-if [ ${#missing[@]} -gt 0 ] || [ ${#missing_bp[@]} -gt 0 ] || [ -n "${NEED_UPDATE:-}" ] \
+if [ ${#missing[@]} -gt 0 ] || [ ${#missing_bp[@]} -gt 0 ] || [ ${#missing_pinned[@]} -gt 0 ] || [ -n "${NEED_UPDATE:-}" ] \
    || [ -z "$(find /var/lib/apt/lists -name '*bookworm-backports*Packages*' 2>/dev/null | head -1)" ]; then
     log "apt-get update"
     apt-get update -qq
 fi
 apt_install "packages" "${missing[@]}"
 apt_install "from bookworm-backports" -t bookworm-backports -- "${missing_bp[@]}"
+apt_install "libvirt from bookworm-backports" "${missing_pinned[@]}"
 # qemu-guest-agent's package starts a service; we only use its binary.
 systemctl disable --now qemu-guest-agent >/dev/null 2>&1 || true
 

@@ -21,6 +21,15 @@ final class BootedVM {
     /// which is why the VM suites' time limits (30 min) are far above their own run time:
     /// a test's clock starts while it queues. The bounds are for gross hangs.
     private static let slot = DispatchSemaphore(value: 1)
+
+    /// Runs `body` holding the one-guest slot: for a test whose guest another VMM (libvirt) runs.
+    static func exclusively<T>(_ body: () throws -> T) throws -> T {
+        guard slot.wait(timeout: .now() + 1500) == .success else {
+            throw TestFailure("waited 25 minutes for other tests' VMs to finish")
+        }
+        defer { slot.signal() }
+        return try body()
+    }
     private var holdsSlot = false
 
     /// `hostvmm up --name NAME OPTIONS`, or exactly `arguments` when given (`up NAME` of a definition).
