@@ -22,7 +22,8 @@ set -euo pipefail
 # USB (issue #13): libusb-1.0-0-dev and libusbredirhost-dev (with libusbredirparser-dev) for
 # host devices, hostvmm's usbredir stream guard and filters.
 # Disks (issue #14): ovmf for --firmware uefi; the tests build bootable disk images without
-# root with fdisk (sfdisk), dosfstools, mtools, syslinux (+ -common) and systemd-boot-efi.
+# root with fdisk (sfdisk), dosfstools, mtools, syslinux (+ -common) and systemd-boot-efi, and a
+# bootable installer-style CD with isolinux and xorriso.
 # Stock agents (issue #15): libvirt 11 from bookworm-backports (libvirtd, virtlogd, virsh, the
 # QEMU driver), each package named with its release so that nothing else (systemd) moves to
 # backports; the tests start the daemons themselves. dpkg-dev: scripts/build-agent-deb.sh.
@@ -35,7 +36,7 @@ PACKAGES=(kmod busybox-static cpio xz-utils zstd python3 ca-certificates systemd
     libx11-dev libxfixes-dev libxcb1-dev libxau-dev libxdmcp-dev xvfb xclip virt-viewer xdotool
     libpulse-dev alsa-utils pulseaudio pulseaudio-utils sox python3-numpy
     libusb-1.0-0-dev libusbredirhost-dev libusbredirparser-dev
-    ovmf fdisk dosfstools mtools syslinux syslinux-common systemd-boot-efi dpkg-dev spice-vdagent)
+    ovmf fdisk dosfstools mtools syslinux syslinux-common systemd-boot-efi isolinux xorriso dpkg-dev spice-vdagent)
 
 LOG_PREFIX=setup
 source "$(dirname "$0")/apt.sh"
@@ -72,6 +73,18 @@ apt_install "libvirt from bookworm-backports" "${missing_pinned[@]}"
 systemctl disable --now qemu-guest-agent >/dev/null 2>&1 || true
 
 log "qemu: $(qemu-system-x86_64 --version | head -1)"
+
+# QEMU's own Python QMP library (PyPI qemu.qmp: QMPClient, qmp-shell), which the tests run
+# against the control socket, in a venv of Debian's python3 (its system site is not pip's).
+QMP_VENV=/usr/local/lib/hostvmm/qmp-venv
+QMP_VERSION=0.0.6
+if ! "$QMP_VENV/bin/python" -c "import qemu.qmp, importlib.metadata as m; assert m.version('qemu.qmp') == '$QMP_VERSION'" 2>/dev/null; then
+    log "installing qemu.qmp $QMP_VERSION into $QMP_VENV"
+    missing_venv=$(missing_packages python3-venv)
+    [ -z "$missing_venv" ] || apt_install "packages" python3-venv
+    /usr/bin/python3 -m venv "$QMP_VENV"
+    "$QMP_VENV/bin/pip" install -q --disable-pip-version-check "qemu.qmp==$QMP_VERSION"
+fi
 
 # Debian's libspice-server rebuilt with the fix for a crash when a SPICE client leaves
 # while its display channel starts (scripts/build-spice-server.sh says why). hostvmm

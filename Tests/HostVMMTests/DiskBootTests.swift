@@ -11,7 +11,7 @@ import Testing
 @Suite(.serialized, .timeLimit(.minutes(30))) struct DiskBootTests {
     static let builder = "\(TestEnvironment.packageRoot)/Tests/HostVMMTests/Clients/make_boot_disk.py"
 
-    /// A disk of `kind` (bios, uefi) booting the embedded image's kernel and initramfs with
+    /// A disk of `kind` (bios, uefi; iso: a CD) booting the embedded image's kernel and initramfs with
     /// an empty ext4 data partition; or, with `distribution`, the desktop image's Debian
     /// root file system as partition 2 (a Debian install with systemd, booted by firmware).
     static func makeDisk(_ kind: String, in dir: String, distribution: Bool = false) throws -> String {
@@ -22,7 +22,7 @@ import Testing
             return parts.count == 2 && ["kernel:", "initrd:", "disk:"].contains(parts[0]) ? (String(parts[0].dropLast()), parts[1]) : nil
         }, uniquingKeysWith: { $1 })
         guard let kernel = paths["kernel"], let initrd = paths["initrd"] else { throw TestFailure("image build: \(image.output)") }
-        var arguments = [builder, kind, "\(dir)/\(kind).img", kernel, initrd]
+        var arguments = [builder, kind, "\(dir)/\(kind).\(kind == "iso" ? "iso" : "img")", kernel, initrd]
         if distribution {
             guard let root = paths["disk"] else { throw TestFailure("image build --image desktop: no disk in \(image.output)") }
             arguments.append(root)
@@ -83,5 +83,19 @@ import Testing
             #expect(vm.upExitCode() == 0)
         }
         #expect(try Self.sha256(disk) == sha, "--snapshot changed the disk")
+    }
+
+    /// An installer's first boot: `up --cdrom ISO` with no disk boots the CD through SeaBIOS
+    /// (ISO 9660, isolinux as the El Torito image, as Debian's installer CDs are laid out).
+    @Test func anInstallerCDBootsWhenThereIsNoDisk() throws {
+        let dir = try TestEnvironment.temporaryDirectory("cdrom")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let iso = try Self.makeDisk("iso", in: dir)
+        let vm = try BootedVM(name: "cdrom", options: ["--cdrom", iso, "--no-display", "--audio", "none"])
+        #expect(vm.up.count(containing: "firmware: BIOS") == 1 && vm.up.count(containing: "cdrom: \(iso)") == 1, "\(vm.up.transcript)")
+        let cmdline = try vm.guestRun("cat /proc/cmdline").output
+        #expect(cmdline.contains("BOOT_IMAGE=/isolinux/vmlinuz"), "not booted by isolinux from the CD: \(cmdline)")
+        #expect(try vm.cli(["shutdown", vm.name]).status == 0)
+        #expect(vm.upExitCode() == 0)
     }
 }

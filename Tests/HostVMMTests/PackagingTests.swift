@@ -27,7 +27,17 @@ import Testing
         try unit.write(toFile: "\(dir)/guest-agent.service", atomically: true, encoding: .utf8)
         let r = try runCommand("/usr/bin/systemd-analyze", ["verify", "\(dir)/guest-agent.service"])
         #expect(r.status == 0, "\(r.output)")
-        #expect(r.output.isEmpty, "systemd-analyze complained: \(r.output)")
+        #expect(Self.complaints(r.output, about: "guest-agent").isEmpty, "systemd-analyze complained: \(r.output)")
+    }
+
+    /// What systemd-analyze says of our unit. It loads the host's units too, and warns about
+    /// theirs: libvirt 11 from backports uses Type=notify-reload, which bookworm's systemd 252
+    /// does not know. Lines naming another installed unit's file are the host's business.
+    static func complaints(_ output: String, about unit: String) -> [String] {
+        output.split(separator: "\n").map(String.init).filter { line in
+            let hostUnit = ["/lib/systemd/", "/usr/lib/systemd/", "/etc/systemd/"].contains { line.hasPrefix($0) }
+            return !hostUnit || line.contains(unit)
+        }
     }
 
     /// The template unit for defined VMs passes systemd's verifier (as the instance a
@@ -40,6 +50,6 @@ import Testing
         try unit.write(toFile: "\(dir)/hostvmm@.service", atomically: true, encoding: .utf8)
         let r = try runCommand("/usr/bin/systemd-analyze", ["verify", "\(dir)/hostvmm@demo.service"])
         #expect(r.status == 0, "\(r.output)")
-        #expect(r.output.isEmpty, "systemd-analyze complained: \(r.output)")
+        #expect(Self.complaints(r.output, about: "hostvmm@").isEmpty, "systemd-analyze complained: \(r.output)")
     }
 }

@@ -2,23 +2,43 @@ import AgentProtocol
 import Foundation
 import LinuxSystem
 
-/// The control API (architecture.md §4): line-delimited JSON in QMP's shape, so
-/// QMP tooling (qemu.qmp) speaks it. A greeting, `qmp_capabilities`, then
+/// The control API (architecture.md §4): JSON in QMP's shape, so QMP tooling
+/// (qemu.qmp, qmp-shell) speaks it. A greeting, `qmp_capabilities`, then
 /// `{"execute":...,"arguments":...,"id":...}` answered by `return` or `error`,
 /// and asynchronous `event` objects. Commands are in `ControlCommands.table`.
+/// Requests are read as QEMU's monitor reads them (QGAInputFramer: its
+/// json-streamer's rules), newline or not: qemu.qmp sends none.
 final class ControlServer {
     final class Session {
-        let connection: LineConnection
+        let stream: StreamConnection
+        var framer = QGAInputFramer(maxRequestBytes: ControlServer.maxLineBytes)
         var negotiated = false
-        init(connection: LineConnection) { self.connection = connection }
+        init(stream: StreamConnection) { self.stream = stream }
+
+        /// Replies and events go out one per line, as QEMU writes them. A client that lets
+        /// them pile up past the bound is cut off.
+        func send(_ value: JSONValue) {
+            var bytes = JSONWriter.encode(value)
+            bytes.append(0x0A)
+            guard stream.pendingBytes + bytes.count <= ControlServer.maxPendingBytesPerSession else {
+                stream.close()
+                return
+            }
+            _ = stream.send(bytes)
+        }
     }
 
     private let loop: EventLoop
     weak var vm: VirtualMachine?
     private var sessions: [ObjectIdentifier: Session] = [:]
 
-    /// Control lines are small; a megabyte is plenty and bounds a hostile client.
+    /// Control requests are small; a megabyte is plenty and bounds a hostile client.
     static let maxLineBytes = 1 << 20
+    /// Bounds on what local clients can make hostvmm hold (protocol.md §2): sessions at
+    /// once, and replies and events queued for a client that does not read them. A client
+    /// over the second bound is disconnected rather than let grow hostvmm.
+    static let maxSessions = 64
+    static let maxPendingBytesPerSession = 4 << 20
 
     init(loop: EventLoop) { self.loop = loop }
 
@@ -33,44 +53,51 @@ final class ControlServer {
     }
 
     func accept(fd: Int32) {
-        guard let connection = try? LineConnection(fd: fd, loop: loop, framer: LineFramer(maxLineBytes: Self.maxLineBytes))
-        else {
+        guard let stream = try? StreamConnection(fd: fd, loop: loop) else {
             close(fd)
             return
         }
-        let session = Session(connection: connection)
+        guard sessions.count < Self.maxSessions else {
+            var refusal = JSONWriter.encode(.object(["error": .object([
+                "class": "GenericError", "desc": .string("too many control connections (\(Self.maxSessions))"),
+            ])]))
+            refusal.append(0x0A)
+            _ = stream.send(refusal)
+            stream.close()
+            return
+        }
+        let session = Session(stream: stream)
         let key = ObjectIdentifier(session)
         sessions[key] = session
-        connection.onClose = { [weak self] in self?.sessions.removeValue(forKey: key) }
-        connection.onOutput = { [weak self, unowned session] output in self?.handle(output, from: session) }
-        connection.sendLine(Self.greeting())
+        stream.onClose = { [weak self] in self?.sessions.removeValue(forKey: key) }
+        // Weak, and held strongly while delivering: a command may close every session.
+        stream.onBytes = { [weak self, weak session] bytes in
+            guard let self, let session else { return }
+            for output in session.framer.feed(bytes) {
+                self.handle(output, from: session)
+                if session.stream.isClosed { return }
+            }
+        }
+        session.send(Self.greeting())
     }
 
     func broadcast(_ event: VMEvent) {
-        for session in sessions.values where session.negotiated { session.connection.sendLine(event.json) }
+        for session in sessions.values where session.negotiated { session.send(event.json) }
     }
 
     func closeAll() {
-        for session in sessions.values { session.connection.close() }
+        for session in sessions.values { session.stream.close() }
         sessions = [:]
     }
 
-    private func handle(_ output: LineFramer.Output, from session: Session) {
-        let line: [UInt8]
-        switch output {
-        case .delimiter: return
-        case .oversized(let n):
-            reply(session, id: nil, .failure(.generic("request of \(n) bytes exceeds \(Self.maxLineBytes) bytes")))
-            return
-        case .line(let l): line = l
-        }
-        if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) { return }
+    private func handle(_ output: QGAInputFramer.Output, from session: Session) {
         let value: JSONValue
-        do {
-            value = try JSONParser.parse(line)
-        } catch {
-            reply(session, id: nil, .failure(.generic(error.description)))
+        switch output {
+        case .error(let e), .resynchronise(let e):
+            // Malformed or oversized input, reported in QEMU's words; the session goes on.
+            reply(session, id: nil, .failure(.generic(e.desc)))
             return
+        case .value(let v): value = v
         }
         let request: QGARequest
         switch QGARequest.decode(value) {
@@ -110,6 +137,6 @@ final class ControlServer {
         case .failure(let e): obj["error"] = e.json
         }
         if let id { obj["id"] = id }
-        session.connection.sendLine(.object(obj))
+        session.send(.object(obj))
     }
 }

@@ -5,6 +5,7 @@ mounts: partition tables by sfdisk, the boot partition made in a file of its own
 (mkfs.fat, mtools) and copied into place, the ext4 one at its offset (mke2fs -E offset=).
 
 Usage: make_boot_disk.py bios|uefi OUT KERNEL INITRD [ROOTFS]
+       make_boot_disk.py iso OUT KERNEL INITRD
 
   bios  MBR: partition 1 FAT32 (bootable) holding syslinux, the kernel, the initramfs
         and syslinux.cfg; partition 2 ext4. syslinux's mbr.bin in the boot sector, so
@@ -18,7 +19,10 @@ Both: kernel command line "console=ttyS0 loglevel=4 panic=-1"; the ext4 partitio
 image, such as the desktop guest's disk.img), partition 2 is that file system, copied
 sparse, and the command line adds "root=/dev/vda2 rw": a distribution's root disk
 (the desktop guest's own initramfs mounts root=). Prints the image's path.
-Tools (Debian): fdisk (sfdisk), dosfstools, mtools, syslinux + syslinux-common,
+  iso   an installer-style CD: ISO 9660 with isolinux as its El Torito boot image
+        (xorriso -as mkisofs), the kernel and the initramfs. SeaBIOS -> isolinux -> kernel.
+
+Tools (Debian): isolinux, xorriso; fdisk (sfdisk), dosfstools, mtools, syslinux + syslinux-common,
 systemd-boot-efi, e2fsprogs.
 """
 import os
@@ -43,11 +47,34 @@ def mcopy(image, src, dst):
     run("mcopy", "-o", "-i", image, src, f"::{dst}")
 
 
+def make_iso(out, kernel, initrd):
+    tree = out + ".tree"
+    os.makedirs(f"{tree}/isolinux", exist_ok=True)
+    for src, name in (("/usr/lib/ISOLINUX/isolinux.bin", "isolinux.bin"),
+                      ("/usr/lib/syslinux/modules/bios/ldlinux.c32", "ldlinux.c32"),
+                      (kernel, "vmlinuz"), (initrd, "initrd.cpio")):
+        with open(src, "rb") as f, open(f"{tree}/isolinux/{name}", "wb") as g:
+            g.write(f.read())
+    with open(f"{tree}/isolinux/isolinux.cfg", "w") as f:
+        f.write(f"DEFAULT hostvmm\nTIMEOUT 0\nLABEL hostvmm\n  KERNEL /isolinux/vmlinuz\n"
+                f"  INITRD /isolinux/initrd.cpio\n  APPEND {CMDLINE}\n")
+    run("xorriso", "-as", "mkisofs", "-quiet", "-o", out, "-V", "HOSTVMM_TEST", "-J", "-R",
+        "-b", "isolinux/isolinux.bin", "-c", "isolinux/boot.cat", "-no-emul-boot", "-boot-load-size", "4",
+        "-boot-info-table", tree)
+    for name in os.listdir(f"{tree}/isolinux"):
+        os.unlink(f"{tree}/isolinux/{name}")
+    os.rmdir(f"{tree}/isolinux")
+    os.rmdir(tree)
+    print(out)
+
+
 def main():
     kind, out, kernel, initrd = sys.argv[1:5]
     rootfs = sys.argv[5] if len(sys.argv) > 5 else None
+    if kind == "iso":
+        return make_iso(out, kernel, initrd)
     if kind not in ("bios", "uefi"):
-        raise SystemExit("kind must be bios or uefi")
+        raise SystemExit("kind must be bios, uefi or iso")
     root_mib = -(-os.path.getsize(rootfs) // MIB) if rootfs else ROOT_MIB
     cmdline = CMDLINE + (" root=/dev/vda2 rw" if rootfs else "")
     total = (1 + BOOT_MIB + root_mib + 1) * MIB
