@@ -53,40 +53,12 @@ import Testing
     }
 
     @Test func garbageFromTheGuestSideLeavesTheChannelUsable() throws {
-        InProcessSpice.gate.wait()
-        defer { InProcessSpice.gate.signal() }
         let dir = try TestEnvironment.temporaryDirectory("hostile-guest")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let loop = try LoopThread()
-        defer { loop.stop() }
-        guard let port = SpiceServer.freePort(address: "127.0.0.1", from: 6010) else { throw TestFailure("no free port") }
-        let ticket = "hg-\(UInt32.random(in: 0...UInt32.max))"
-        let uri = "spice://127.0.0.1?port=\(port)&password=\(ticket)"
-        let agentSocket = "\(dir)/vdagent.sock"
-        let agentAttached = ResultBox<Bool>()  // the second attachment: the real agent
-        nonisolated(unsafe) var server: SpiceServer?
-        nonisolated(unsafe) var accepted = 0
-        nonisolated(unsafe) var listener: Int32 = -1
-        let made: Bool? = loop.onLoop(timeout: 10) { finish in
-            do {
-                let s = try SpiceServer(config: SpiceConfig(listen: .tcp(address: "127.0.0.1", port: port),
-                                                            access: .ticket(ticket), name: "hostile-guest"), loop: loop.loop)
-                s.setRunning(true)
-                server = s
-                listener = try UnixSocket.listen(path: agentSocket)
-                _ = try loop.loop.watch(fd: listener, events: .read) { _ in
-                    guard let fd = try? UnixSocket.accept(listener) else { return }
-                    server?.attachAgent(fd: fd, loop: loop.loop)  // like the guest (re)opening the port
-                    accepted += 1
-                    if accepted == 2 { agentAttached.set(true) }
-                }
-                finish(true)
-            } catch {
-                finish(false)
-            }
-        }
-        try #require(made == true, "the SPICE server did not start")
-        defer { loop.sync { server?.detachAgent(); server = nil; close(listener) } }
+        let spice = try SpiceWithAgentPort(name: "hostile-guest", agentSocket: "\(dir)/vdagent.sock", firstPort: 6010)
+        defer { spice.stop() }
+        let uri = spice.uri
+        let agentSocket = spice.agentSocket
 
         // The hostile guest: announce like an agent so the client gets ready.
         let rogue = try UnixSocket.connect(path: agentSocket)
@@ -131,7 +103,8 @@ import Testing
                                         "--x11-display", ""],
                                        environment: ["QGA_CONF": "/dev/null"])
         defer { agent.signal(SIGTERM); _ = agent.waitForExit(timeout: 10) }
-        try #require(agentAttached.wait(timeout: 20) == true, "the agent did not connect: \(agent.transcript)")
+        // The second attachment: the real agent, after the rogue.
+        try #require(spice.waitForAttachments(2, timeout: 20), "the agent did not connect: \(agent.transcript)")
 
         try #require(second.waitForLine(containing: "ready", timeout: 60) != nil, "client: \(second.transcript)")
         let text = Array("after a hostile guest ✓\n".utf8)

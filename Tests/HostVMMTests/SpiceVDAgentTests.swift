@@ -21,45 +21,19 @@ import Testing
 
     @Test(.enabled(if: installed, "spice-vdagent, Xvfb and xclip are needed (scripts/setup.sh installs them)"))
     func debianSpiceVDAgentCopiesBothWaysAndAcceptsMonitorsConfig() throws {
-        InProcessSpice.gate.wait()
-        defer { InProcessSpice.gate.signal() }
         let dir = try TestEnvironment.temporaryDirectory("vdagent")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let loop = try LoopThread()
-        defer { loop.stop() }
-        guard let port = SpiceServer.freePort(address: "127.0.0.1", from: 6040) else { throw TestFailure("no free port") }
-        let ticket = "vd-\(UInt32.random(in: 0...UInt32.max))"
-        let uri = "spice://127.0.0.1?port=\(port)&password=\(ticket)"
-        let agentSocket = "\(dir)/spice-port.sock"
-        let attached = ResultBox<Bool>()
-        nonisolated(unsafe) var server: SpiceServer?
-        nonisolated(unsafe) var listener: Int32 = -1
-        let made: Bool? = loop.onLoop(timeout: 10) { finish in
-            do {
-                let s = try SpiceServer(config: SpiceConfig(listen: .tcp(address: "127.0.0.1", port: port),
-                                                            access: .ticket(ticket), name: "stock-vdagent"), loop: loop.loop)
-                s.setRunning(true)
-                server = s
-                listener = try UnixSocket.listen(path: agentSocket)
-                _ = try loop.loop.watch(fd: listener, events: .read) { _ in
-                    guard let fd = try? UnixSocket.accept(listener) else { return }
-                    server?.attachAgent(fd: fd, loop: loop.loop)  // the guest opening the port
-                    attached.set(true)
-                }
-                finish(true)
-            } catch {
-                finish(false)
-            }
-        }
-        try #require(made == true, "the SPICE server did not start")
-        defer { loop.sync { server?.detachAgent(); server = nil; close(listener) } }
+        let spice = try SpiceWithAgentPort(name: "stock-vdagent", agentSocket: "\(dir)/spice-port.sock", firstPort: 6040)
+        defer { spice.stop() }
+        let uri = spice.uri
+        let agentSocket = spice.agentSocket
 
         let x = try Xvfb(screen: "1024x768x24")
         defer { x.stop() }
         // -x foreground, -X no logind (the first session agent is the active one), -f with
         // a regular file as uinput: mouse events are written there, no kernel device needed.
         let uinput = "\(dir)/uinput"
-        FileManager.default.createFile(atPath: uinput, contents: nil)
+        try #require(FileManager.default.createFile(atPath: uinput, contents: nil), "cannot create \(uinput)")
         let vdagentd = try WatchedProcess(Self.daemon, ["-x", "-X", "-d", "-f", "-u", uinput, "-s", agentSocket,
                                                          "-S", "\(dir)/vdagentd.sock"])
         defer { vdagentd.signal(SIGTERM); _ = vdagentd.waitForExit(timeout: 10) }
@@ -70,7 +44,7 @@ import Testing
         defer { vdagent.signal(SIGTERM); _ = vdagent.waitForExit(timeout: 10) }
         let logs = { "spice-vdagentd:\n\(vdagentd.transcript)\nspice-vdagent:\n\(vdagent.transcript)" }
         // spice-vdagentd opens the port once the session agent has told it the X resolution.
-        try #require(attached.wait(timeout: 60) == true, "spice-vdagentd never connected to the agent port:\n\(logs())")
+        try #require(spice.waitForAttachments(1, timeout: 60), "spice-vdagentd never connected to the agent port:\n\(logs())")
 
         // Guest -> client: an X client copies; spice-vdagent grabs; the client fetches.
         let receiver = try WatchedProcess("/usr/bin/python3", [SpiceEndToEndTests.client, uri, "receive", "\(dir)/received"])
