@@ -20,14 +20,9 @@ final class DisplayHarness: @unchecked Sendable {
     var uri: String { "spice://127.0.0.1?port=\(port)&password=\(ticket)" }
 
     init(width: Int, height: Int, inputs withInputs: Bool = false, running: Bool = true) throws {
-        InProcessSpice.gate.wait()
-        do {
-            loop = try LoopThread()
-        } catch {
-            InProcessSpice.gate.signal()
-            throw error
-        }
+        loop = try InProcessSpice.acquireLoop()
         guard let port = SpiceServer.freePort(address: "127.0.0.1", from: 6100) else {
+            loop.stop()
             InProcessSpice.gate.signal()
             throw TestFailure("no free port")
         }

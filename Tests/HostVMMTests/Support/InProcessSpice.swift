@@ -9,6 +9,18 @@ import TestSupport
 /// SpiceVDAgentTests) take turns.
 enum InProcessSpice {
     static let gate = DispatchSemaphore(value: 1)
+
+    /// Takes the gate and starts the loop the server will run on; the caller gives the
+    /// gate back (`gate.signal()`) when its server is gone.
+    static func acquireLoop() throws -> LoopThread {
+        gate.wait()
+        do {
+            return try LoopThread()
+        } catch {
+            gate.signal()
+            throw error
+        }
+    }
 }
 
 /// A SpiceServer in the test process (the bridge exactly as hostvmm runs it) on a free
@@ -25,13 +37,7 @@ final class SpiceWithAgentPort: @unchecked Sendable {
     private var attached = 0
 
     init(name: String, agentSocket: String, firstPort: Int) throws {
-        InProcessSpice.gate.wait()
-        do {
-            loop = try LoopThread()
-        } catch {
-            InProcessSpice.gate.signal()
-            throw error
-        }
+        loop = try InProcessSpice.acquireLoop()
         self.agentSocket = agentSocket
         guard let port = SpiceServer.freePort(address: "127.0.0.1", from: firstPort) else {
             loop.stop()
