@@ -47,6 +47,27 @@ import Testing
         #expect(replies.contains { $0["error"]?["desc"]?.stringValue?.contains("JSON parse error") == true },
                 "the stray '}' got no error: \(replies.map(JSONWriter.string))")
 
+        // The session bound: with this one open, more than 64 connections at once get the
+        // refusal instead of a greeting, and the open session still answers.
+        var extra: [Int32] = []
+        defer { extra.forEach { close($0) } }
+        for _ in 0..<64 { extra.append(try UnixSocket.connect(path: socket)) }
+        let firstReplies = extra.map { Self.readReplies($0, count: 1).first }
+        #expect(firstReplies.filter { $0?["QMP"] != nil }.count == 63, "\(firstReplies.map { $0.map(JSONWriter.string) ?? "none" })")
+        #expect(firstReplies.last??["error"]?["desc"]?.stringValue == "too many control connections (64)",
+                "\(firstReplies.last.map { $0.map(JSONWriter.string) ?? "none" } ?? "none")")
+        #expect(Syscall.writeAll(fd: fd, Array(#"{"execute":"query-status","id":5}"#.utf8)))
+        #expect(Self.readReplies(fd, count: 1).first?["id"]?.int64Value == 5, "the open session stopped answering")
+        extra.forEach { close($0) }
+        extra = []
+        // hostvmm sees those closes on its loop: wait (bounded) until a new client is greeted again.
+        let greetedAgain = try waitUntil(timeout: 30, interval: 0.1) {
+            let probe = try UnixSocket.connect(path: socket)
+            defer { close(probe) }
+            return Self.readReplies(probe, count: 1, timeout: 5).first?["QMP"] != nil
+        }
+        #expect(greetedAgain, "the closed sessions were never given back")
+
         // qmp-shell: a command on stdin, its reply pretty-printed.
         let shell = try runCommand("/bin/sh", ["-c", "echo query-status | \"$0\" -p \"$1\"", "\(Self.venv)/bin/qmp-shell", socket], timeout: 60)
         #expect(shell.status == 0 && shell.output.contains("\"state\": \"running\""), "qmp-shell: \(shell.output)")

@@ -18,8 +18,7 @@ final class ControlServer {
         /// Replies and events go out one per line, as QEMU writes them. A client that lets
         /// them pile up past the bound is cut off.
         func send(_ value: JSONValue) {
-            var bytes = JSONWriter.encode(value)
-            bytes.append(0x0A)
+            let bytes = ControlServer.line(value)
             guard stream.pendingBytes + bytes.count <= ControlServer.maxPendingBytesPerSession else {
                 stream.close()
                 return
@@ -42,6 +41,11 @@ final class ControlServer {
 
     init(loop: EventLoop) { self.loop = loop }
 
+    /// One JSON value and its LF, as QEMU writes replies and events.
+    static func line(_ value: JSONValue) -> [UInt8] {
+        JSONWriter.encode(value) + [0x0A]
+    }
+
     static func greeting() -> JSONValue {
         .object(["QMP": .object([
             "version": .object([
@@ -58,11 +62,8 @@ final class ControlServer {
             return
         }
         guard sessions.count < Self.maxSessions else {
-            var refusal = JSONWriter.encode(.object(["error": .object([
-                "class": "GenericError", "desc": .string("too many control connections (\(Self.maxSessions))"),
-            ])]))
-            refusal.append(0x0A)
-            _ = stream.send(refusal)
+            let refusal = ControlError.generic("too many control connections (\(Self.maxSessions))")
+            _ = stream.send(Self.line(.object(["error": refusal.json])))
             stream.close()
             return
         }
