@@ -82,3 +82,13 @@ let package = Package(
                     exclude: ["Clients"]),
     ]
 )
+
+// libFuzzer targets (issue #16), only when HOSTVMM_FUZZ=1: scripts/fuzz.sh builds them with
+// `--sanitize fuzzer --sanitize address` in a build directory of their own. libFuzzer supplies
+// main(), so the normal build must never link them.
+if Context.environment["HOSTVMM_FUZZ"] == "1" {
+    package.targets.append(.executableTarget(
+        name: "HostVMMFuzz",
+        dependencies: ["AgentProtocol", "VirtioCore", "VirtioGPU", "VirtioInput", "VirtioSound", "USBRedir", "CLinuxSupport"],
+        path: "Fuzz/Sources/HostVMMFuzz"))
+}

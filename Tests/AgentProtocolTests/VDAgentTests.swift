@@ -114,6 +114,24 @@ import Testing
     }
 }
 
+    /// Found by the vdagent-reader fuzz target: after a message start with the wrong
+    /// protocol, only the rest of that read was dropped, so the rest of a long chunk
+    /// arriving in later reads was parsed as more message starts.
+    @Test func aBadProtocolDropsTheRestOfItsChunkHoweverItIsRead() {
+        var bad = VDAgentWriter.message(.clipboard, [UInt8](repeating: 0x9E, count: 40))
+        bad[0] = 9  // wrong protocol; the payload would read as another bad header
+        let stream = VDAgentWriter.chunks(bad, port: .client)
+            + VDAgentWriter.chunks(VDAgentWriter.message(.clipboardRelease, [0, 0, 0, 0]), port: .client)
+        for step in [1, 7, 20, stream.count] {
+            var reader = VDAgentReader()
+            var out: [VDAgentReader.Output] = []
+            for at in stride(from: 0, to: stream.count, by: step) {
+                out += reader.feed(Array(stream[at..<min(at + step, stream.count)]))
+            }
+            #expect(out == [.dropped(.badProtocol(9)), .message(.client, .clipboardRelease, [0, 0, 0, 0])], "step \(step)")
+        }
+    }
+
 @Suite struct MonitorsConfigRewriterTests {
     /// What spice-gtk sends: PHYSICAL_SIZE set and a VDAgentMonitorMM per monitor.
     let fromSpiceGTK = VDAgentMonitorsConfig(

@@ -24,6 +24,9 @@ public struct VDAgentReader: Sendable {
     private var buffer: [UInt8] = []
     private var chunkPort: UInt32?
     private var chunkRemaining = 0
+    /// A message start in the current chunk had the wrong protocol: the rest of
+    /// the chunk is dropped, however many reads it takes to arrive.
+    private var distrustChunk = false
     private var assemblies: [UInt32: Assembly] = [:]
 
     public init(maxMessageSize: Int = VDAgent.defaultMaxMessageSize) {
@@ -50,22 +53,27 @@ public struct VDAgentReader: Sendable {
             let piece = buffer[offset..<offset + available]
             offset += available
             chunkRemaining -= available
-            if let port = chunkPort, VDAgentPort(rawValue: port) != nil {
-                consume(piece, port: port, into: &outputs)
+            if let port = chunkPort, VDAgentPort(rawValue: port) != nil, !distrustChunk {
+                distrustChunk = !consume(piece, port: port, into: &outputs)
             }
-            if chunkRemaining == 0 { chunkPort = nil }
+            if chunkRemaining == 0 {
+                chunkPort = nil
+                distrustChunk = false
+            }
         }
         buffer.removeFirst(offset)
         return outputs
     }
 
-    private mutating func consume(_ piece: ArraySlice<UInt8>, port: UInt32, into outputs: inout [Output]) {
+    /// Returns false when the rest of the chunk cannot be trusted to start a message.
+    private mutating func consume(_ piece: ArraySlice<UInt8>, port: UInt32, into outputs: inout [Output]) -> Bool {
         // Taken out of the dictionary so `a.payload` has one owner: appending to
         // a copy that the dictionary still shares would copy the whole payload
         // on every chunk (quadratic: a 32 MiB paste never finished under TCG).
         var a = assemblies.removeValue(forKey: port) ?? Assembly()
         let firstOutput = outputs.count
         var rest = piece
+        var trusted = true
         while !rest.isEmpty {
             if a.expected == 0 && !a.skipping && a.payload.isEmpty {
                 // Collecting a message header (it may itself be split across chunks).
@@ -80,9 +88,11 @@ public struct VDAgentReader: Sendable {
                 a.header = []
                 if proto != VDAgent.protocolVersion {
                     outputs.append(.dropped(.badProtocol(proto)))
+                    // The rest of this chunk cannot be trusted to start a message
+                    // (found by the vdagent-reader fuzz target: dropping only the
+                    // rest of this read made the outcome depend on read boundaries).
                     a = Assembly()
-                    // The rest of this chunk cannot be trusted to start a message.
-                    rest = []
+                    trusted = false
                     break
                 }
                 if size > maxMessageSize {
@@ -109,6 +119,7 @@ public struct VDAgentReader: Sendable {
             // will never be finished (spice-vdagentd resets here too).
             assemblies[VDAgentPort.client.rawValue] = nil
         }
+        return trusted
     }
 
     private func finish(_ a: inout Assembly, port: UInt32, into outputs: inout [Output]) {
