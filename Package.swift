@@ -28,13 +28,16 @@ let package = Package(
         .target(name: "CLinuxSupport"),
         // Thin, typed wrappers over the syscalls both binaries use (sockets, spawn, errors).
         .target(name: "LinuxSystem", dependencies: ["CLinuxSupport"]),
+        // libseccomp (Debian libseccomp-dev): per-thread allow-lists for code that parses guest or client data.
+        .target(name: "CThreadSandbox", linkerSettings: [.linkedLibrary("seccomp")]),
+        .target(name: "ThreadSandbox", dependencies: ["CThreadSandbox", "LinuxSystem"]),
         // libspice-server (Debian libspice-server-dev).
         .systemLibrary(name: "CSpiceServer", pkgConfig: "spice-server", providers: [.apt(["libspice-server-dev"])]),
         // The SPICE server embedded in hostvmm: core interface on our event loop, agent char device.
         // Run path: scripts/build-spice-server.sh installs Debian's libspice-server, rebuilt with
         // a fix for a crash when a client leaves during display setup, in /usr/local/lib/hostvmm;
         // without it the loader falls back to the system copy (SpiceServer.library says which).
-        .target(name: "SpiceBridge", dependencies: ["CSpiceServer", "AgentProtocol", "LinuxSystem", "CLinuxSupport"],
+        .target(name: "SpiceBridge", dependencies: ["CSpiceServer", "AgentProtocol", "LinuxSystem", "CLinuxSupport", "ThreadSandbox"],
                 linkerSettings: [.unsafeFlags(["-Xlinker", "-rpath", "-Xlinker", "/usr/local/lib/hostvmm"])]),
         // Guest panics: event decoding, policy, crash bundles. Knows nothing of QMP's transport.
         .target(name: "pvpanic", dependencies: ["AgentProtocol"]),
@@ -64,7 +67,7 @@ let package = Package(
         .target(name: "GuestImage", dependencies: ["LinuxSystem"]),
         .target(name: "HostVMM", dependencies: ["AgentProtocol", "LinuxSystem", "CLinuxSupport", "pvpanic", "SpiceBridge", "GuestImage",
                                                 "VirtioCore", "VirtioInput", "VirtioGPU", "VirtioSound", "PulseAudio",
-                                                "USBRedir", "USBHost"]),
+                                                "USBRedir", "USBHost", "ThreadSandbox"]),
         .executableTarget(
             name: "HostVMMCLI",
             dependencies: ["HostVMM", "GuestImage", "pvpanic", "USBRedir", "USBHost",
@@ -78,7 +81,8 @@ let package = Package(
         .testTarget(name: "VirtioCoreTests", dependencies: ["VirtioCore", "VirtioInput", "VirtioGPU", "VirtioSound", "LinuxSystem", "CLinuxSupport",
                                                           "TestSupport"]),
         // Clients/: the Python SPICE clients the tests run (with Debian's /usr/bin/python3), not sources.
-        .testTarget(name: "HostVMMTests", dependencies: ["HostVMM", "GuestImage", "AgentProtocol", "pvpanic", "SpiceBridge", "TestSupport"],
+        .testTarget(name: "HostVMMTests", dependencies: ["HostVMM", "GuestImage", "AgentProtocol", "pvpanic", "SpiceBridge", "TestSupport",
+                                                       "ThreadSandbox"],
                     exclude: ["Clients"]),
     ]
 )

@@ -28,6 +28,7 @@ set -euo pipefail
 # QEMU driver), each package named with its release so that nothing else (systemd) moves to
 # backports; the tests start the daemons themselves. dpkg-dev: scripts/build-agent-deb.sh.
 # spice-vdagent: Debian's SPICE agent daemons, run by the tests on the host under Xvfb.
+# Hardening (issue #16): libseccomp-dev for the seccomp filter on spice-server's worker thread.
 BACKPORTS_PACKAGES=(qemu-system-x86 qemu-guest-agent qemu-utils qemu-system-modules-opengl qemu-system-modules-spice)
 BACKPORTS_PINNED=(libvirt0 libvirt-common libvirt-clients libvirt-daemon libvirt-daemon-common libvirt-daemon-log
     libvirt-daemon-driver-qemu)
@@ -36,7 +37,8 @@ PACKAGES=(kmod busybox-static cpio xz-utils zstd python3 ca-certificates systemd
     libx11-dev libxfixes-dev libxcb1-dev libxau-dev libxdmcp-dev xvfb xclip virt-viewer xdotool
     libpulse-dev alsa-utils pulseaudio pulseaudio-utils sox python3-numpy
     libusb-1.0-0-dev libusbredirhost-dev libusbredirparser-dev
-    ovmf fdisk dosfstools mtools syslinux syslinux-common systemd-boot-efi isolinux xorriso dpkg-dev spice-vdagent)
+    ovmf fdisk dosfstools mtools syslinux syslinux-common systemd-boot-efi isolinux xorriso dpkg-dev spice-vdagent
+    libseccomp-dev)
 
 LOG_PREFIX=setup
 source "$(dirname "$0")/apt.sh"

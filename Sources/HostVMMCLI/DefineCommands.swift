@@ -18,7 +18,7 @@ enum DefinedOptions {
                   "pulse-server", "usb-redir", "usb-filter", "net", "keep-crashes", "vmcore"] { k[v] = .value }
         k["forward"] = .repeated
         k["disk"] = .repeated
-        for f in ["no-spice", "spice-insecure", "no-acpi", "no-usb", "no-rng", "snapshot"] { k[f] = .flag }
+        for f in ["no-spice", "spice-insecure", "no-acpi", "no-usb", "no-rng", "snapshot", "no-sandbox"] { k[f] = .flag }
         for i in ["inputs", "display"] { k[i] = .invertible }
         return k
     }()

@@ -113,6 +113,11 @@ struct UpCommand: ParsableCommand {
     @Flag(name: .long, help: "Boot without ACPI: no power button; the guest powers off through pvpanic.")
     var noACPI = false
 
+    @Flag(name: .long, help: ArgumentHelp(
+        "Run without seccomp: QEMU without -sandbox, spice-server's worker thread unfiltered.",
+        discussion: "By default QEMU runs under its own seccomp sandbox (no exec, no setuid, no scheduler changes) and the thread that decodes SPICE display clients may not exec, open files or create sockets. 'hostvmm status' shows both."))
+    var noSandbox = false
+
     @Flag(name: .long, inversion: .prefixedNo,
           help: "A virtio keyboard, tablet and mouse served by hostvmm (vhost-user-input), fed by SPICE clients.")
     var inputs = true
@@ -261,6 +266,7 @@ struct UpCommand: ParsableCommand {
         // UEFI's boot entries live with the definition when there is one, else with this run.
         config.uefiVars = VMDefinition.exists(name) ? "\(VMDefinition.directory())/\(name).OVMF_VARS.fd" : state.uefiVars
         config.acpi = !noACPI
+        config.sandbox = !noSandbox
         config.inputs = inputs
         config.display = display
         config.audio = try AudioSetup.parse(audio)
@@ -310,6 +316,7 @@ struct UpCommand: ParsableCommand {
         args += snapshot ? ["--snapshot"] : []
         if let cdrom { args += ["--cdrom", cdrom] }
         args += noACPI ? ["--no-acpi"] : []
+        args += noSandbox ? ["--no-sandbox"] : []
         args += [inputs ? "--inputs" : "--no-inputs", display ? "--display" : "--no-display"]
         args += noSpice ? ["--no-spice"] : []
         args += ["--audio", audio, "--usb-redir", String(usbRedir)]

@@ -325,8 +325,11 @@ final class DisplayState: @unchecked Sendable {
             info.pointee.qxl_ram_size = 16 << 20
             info.pointee.n_surfaces = 1024
         }
-        // Worker thread from here on (spice.md §3).
+        // Worker thread from here on (spice.md §3). Its first call installs the
+        // worker's seccomp filter (SpiceDisplay.workerSandbox), before it has
+        // read anything a client sent.
         p.pointee.get_command = { qin, ext in
+            SpiceDisplay.enterWorkerSandbox()
             guard let ext, let s = state(qin) else { return 0 }
             return s.nextCommand(cursor: false, into: ext) ? 1 : 0
         }
@@ -334,6 +337,7 @@ final class DisplayState: @unchecked Sendable {
         // spice_qxl_wakeup after queueing the next. flush() always wakes, so a
         // command queued between get_command and this call is never stranded.
         p.pointee.req_cmd_notification = { qin in
+            SpiceDisplay.enterWorkerSandbox()
             guard let s = state(qin) else { return 1 }
             return s.hasCommands(cursor: false) ? 0 : 1
         }
@@ -342,10 +346,12 @@ final class DisplayState: @unchecked Sendable {
             s.release(r.pointee.id)
         }
         p.pointee.get_cursor_command = { qin, ext in
+            SpiceDisplay.enterWorkerSandbox()
             guard let ext, let s = state(qin) else { return 0 }
             return s.nextCommand(cursor: true, into: ext) ? 1 : 0
         }
         p.pointee.req_cursor_notification = { qin in
+            SpiceDisplay.enterWorkerSandbox()
             guard let s = state(qin) else { return 1 }
             return s.hasCommands(cursor: true) ? 0 : 1
         }

@@ -139,6 +139,18 @@ import Testing
         let diff = shot.differences(from: expected)
         #expect(diff.count == 0, "\(diff.count) pixels differ: \(diff.first)")
 
+        // 3b. All of that went through spice-server's worker thread under its seccomp
+        //     filter, and QEMU under its -sandbox: the kernel says so for both.
+        let status = try vm.status()
+        let sandbox = try #require(status["sandbox"], "status has no sandbox: \(status)")
+        #expect(sandbox["qemu"]?["seccomp-mode"]?.int64Value == 2, "QEMU: \(sandbox)")
+        let worker = sandbox["threads"]?.arrayValue?.first { $0["thread"]?.stringValue == "SPICE Worker" }
+        let tid = try #require(worker?["tid"]?.int64Value, "no filtered SPICE Worker in \(sandbox)")
+        let hostvmmPID = try #require(status["pids"]?["hostvmm"]?.int64Value)
+        let taskStatus = try String(contentsOfFile: "/proc/\(hostvmmPID)/task/\(tid)/status", encoding: .utf8)
+        #expect(taskStatus.contains("Seccomp:\t2"), "worker thread \(tid): \(taskStatus)")
+        #expect(taskStatus.contains("Name:\tSPICE Worker"), "thread \(tid) is not spice's worker")
+
         // 4. A band of rows rewritten: only those rows change (partial damage).
         try vm.putFile("/tmp/band.raw", Self.patternBytes(stride: stride, rows: 300..<400, variant: 1))
         let band = try vm.guestRun("dd if=/tmp/band.raw of=/dev/fb0 bs=\(20 * stride) seek=15 2>&1")

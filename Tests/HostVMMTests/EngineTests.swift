@@ -69,6 +69,18 @@ import Testing
         #expect(!none.contains { $0.contains("vhost-user-gpu") || $0.hasPrefix("console=tty0") })
     }
 
+    /// QEMU's seccomp sandbox, denying spawn, setuid and resource control too, unless --no-sandbox.
+    @Test func sandboxedUnlessAskedNotTo() {
+        var config = VMConfig(name: "t", memoryBytes: 512 << 20, cpus: 2, accelerator: .forced(.tcg),
+                              kernelPath: "/k", initrdPath: "/i", qemuPath: "/q")
+        let state = StateDirectory(path: "/run/hostvmm/t")
+        let on = QEMUCommandLine.arguments(config: config, state: state)
+        let at = on.firstIndex(of: "-sandbox")
+        #expect(at.map { on[$0 + 1] } == "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny")
+        config.sandbox = false
+        #expect(!QEMUCommandLine.arguments(config: config, state: state).contains("-sandbox"))
+    }
+
     /// --audio: the vhost-user-snd device on sound.sock, unless none.
     @Test func audioDeviceAndModes() throws {
         var config = VMConfig(name: "t", memoryBytes: 512 << 20, cpus: 2, accelerator: .forced(.tcg),

@@ -1,5 +1,7 @@
 import AgentProtocol
 import Foundation
+import SpiceBridge
+import ThreadSandbox
 
 /// The control API's commands, one table (protocol.md documents each).
 enum ControlCommands {
@@ -151,11 +153,37 @@ extension VirtualMachine {
             "memory-bytes": .int(Int64(config.memoryBytes)),
             "cpus": .int(Int64(config.cpus)),
             "uptime-seconds": .double((secondsSinceLaunch * 10).rounded() / 10),
+            "sandbox": sandboxJSON(),
             "panic": .object([
                 "policy": .string(config.panic.policy.rawValue), "vmcore": .string(config.panic.vmcore.rawValue),
                 "keep-bundles": .int(Int64(config.panic.keepBundles)),
                 "last-bundle": panics.lastBundle.map { .string($0) } ?? .null,
             ]),
         ])
+    }
+
+    /// What runs under seccomp: QEMU (its -sandbox, read back from the kernel as
+    /// /proc/PID/status "Seccomp: 2") and hostvmm's filtered threads.
+    func sandboxJSON() -> JSONValue {
+        var qemu: JSONObject = ["enabled": .bool(config.sandbox)]
+        if config.sandbox { qemu["options"] = .string(QEMUCommandLine.sandbox) }
+        if let pid = qemuPID, let mode = Self.seccompMode(pid: pid) { qemu["seccomp-mode"] = .int(Int64(mode)) }
+        var threads: [JSONValue] = ThreadSandbox.installed.map {
+            .object(["thread": .string($0.profile), "tid": .int(Int64($0.threadID)),
+                     "allowed-syscalls": .int(Int64($0.allowedSyscalls))])
+        }
+        if let failure = SpiceDisplay.workerSandboxFailure {
+            threads.append(.object(["thread": .string(ThreadSandbox.spiceWorker.name), "error": .string(failure.description)]))
+        }
+        return .object(["qemu": .object(qemu), "threads": .array(threads)])
+    }
+
+    /// The "Seccomp:" line of /proc/PID/status: 0 none, 1 strict, 2 filter.
+    static func seccompMode(pid: Int32) -> Int? {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
+        for line in text.split(separator: "\n") where line.hasPrefix("Seccomp:") {
+            return Int(line.dropFirst("Seccomp:".count).trimmingCharacters(in: .whitespaces))
+        }
+        return nil
     }
 }

@@ -21,6 +21,11 @@ public enum QEMUCommandLine {
     public static let rootDiskArguments = "root=/dev/vda rw"
     /// How often the guest refreshes the balloon's memory statistics.
     public static let balloonStatsIntervalSeconds = 2
+    /// QEMU's own seccomp filter (its -sandbox): on, and also denying the
+    /// obsolete calls, setuid and friends, fork/exec, and scheduler and
+    /// resource changes. Nothing hostvmm asks of QEMU needs them: no helper
+    /// programs (no bridge helper, no script-run tap), no CPU pinning.
+    public static let sandbox = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
 
     /// The input devices (on unless --no-inputs), in PCI order: the tablet for SPICE's
     /// client mouse mode, the mouse for its server mouse mode.
@@ -47,6 +52,7 @@ public enum QEMUCommandLine {
             "-m", "\(memMiB)M",
             "-smp", "\(config.cpus)",
         ]
+        if config.sandbox { args += ["-sandbox", Self.sandbox] }
         switch config.accelerator.kind {
         case .kvm: args += ["-accel", "kvm", "-cpu", "host"]
         case .tcg: args += ["-accel", "tcg", "-cpu", "max"]

@@ -25,6 +25,9 @@ public struct VMConfig: Sendable {
     /// pvpanic (its low-priority poweroff handler is then the only one), which
     /// QEMU reports as GUEST_PVSHUTDOWN.
     public var acpi = true
+    /// QEMU's seccomp sandbox (QEMUCommandLine.sandbox) and the seccomp filter on
+    /// spice-server's worker thread (ThreadSandbox); --no-sandbox turns both off.
+    public var sandbox = true
     /// A virtio keyboard and tablet served by hostvmm over vhost-user (--inputs).
     public var inputs = false
     /// A virtio-gpu (2D) served by hostvmm over vhost-user, shown through SPICE (--display).

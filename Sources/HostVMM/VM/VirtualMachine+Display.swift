@@ -4,6 +4,7 @@ import LinuxSystem
 import SpiceBridge
 import VirtioCore
 import VirtioGPU
+import ThreadSandbox
 
 /// The virtio-gpu of `--display` and where its frames go.
 final class GPUDisplay: VirtioGPUDisplaySink {
@@ -64,6 +65,8 @@ extension VirtualMachine {
         var spiceDisplay: SpiceDisplay?
         if let spice {
             let (w, h) = device.preferredSize
+            // Before the display: adding it starts spice-server's worker thread.
+            SpiceDisplay.workerSandbox = config.sandbox ? ThreadSandbox.spiceWorker : nil
             let made = try SpiceDisplay(server: spice, width: w, height: h)
             // A client's window size: what GET_DISPLAY_INFO and the EDID report from now
             // on; QEMU's D-Bus console then makes the guest ask (QEMUDisplayConsole).

@@ -1,0 +1,17 @@
+#ifndef HOSTVMM_THREAD_SANDBOX_H
+#define HOSTVMM_THREAD_SANDBOX_H
+
+/// Installs a seccomp allow-list on the calling thread only (no TSYNC): every
+/// system call not named in `allowed` fails with EPERM. Sets no_new_privs on
+/// the thread, as seccomp requires without CAP_SYS_ADMIN. Names this kernel's
+/// architecture does not have are skipped. Returns the number of system calls
+/// allowed, or -errno.
+int thread_sandbox_apply(const char *const *allowed, int count);
+
+/// Whether the calling thread has installed a filter through this module.
+int thread_sandbox_is_applied(void);
+
+/// The calling thread's kernel id (gettid), as /proc/PID/task names it.
+int thread_sandbox_thread_id(void);
+
+#endif
