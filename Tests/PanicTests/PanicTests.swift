@@ -97,8 +97,9 @@ import Testing
         let store = CrashStore(stateDirectory: dir, keep: 2)
         var made: [String] = []
         for i in 0..<4 {
-            let b = try store.create(kind: "panicked", at: Date(timeIntervalSince1970: Double(1_800_000_000 + i)))
-            try store.write("{\"n\": \(i)}\n", to: b, file: "event.json")
+            let staged = try store.create(kind: "panicked", at: Date(timeIntervalSince1970: Double(1_800_000_000 + i)))
+            try store.write("{\"n\": \(i)}\n", to: staged, file: "event.json")
+            let b = try store.commit(staged)
             made.append(b)
             if i == 0 { try store.markPreserved(b) }
         }
@@ -109,5 +110,31 @@ import Testing
         #expect(store.list().last?.event?["n"] == .int(3))
         let attributes = try FileManager.default.attributesOfItem(atPath: "\(made[3])/event.json")
         #expect((attributes[.posixPermissions] as? Int) == 0o600)
+    }
+
+    /// A capture cut short is never listed as a bundle, and a write that fails says
+    /// why and leaves no truncated file (the disk is full: /dev/full stands in for it).
+    @Test func aBundleIsListedOnlyOnceCommittedAndAFailedWriteLeavesNothing() throws {
+        let dir = "/tmp/crashstore-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let store = CrashStore(stateDirectory: dir)
+        let staged = try store.create(kind: "panicked")
+        #expect((staged as NSString).lastPathComponent.hasPrefix("."))
+        try store.write("console\n", to: staged, file: "console.txt")
+        #expect(store.list().isEmpty, "a staged bundle was listed")
+
+        try FileManager.default.createSymbolicLink(atPath: "\(staged)/vmcore", withDestinationPath: "/dev/full")
+        #expect {
+            try store.write([UInt8](repeating: 1, count: 1 << 20), to: staged, file: "vmcore")
+        } throws: { error in
+            "\(error)".contains("No space left on device")
+        }
+        #expect(!FileManager.default.fileExists(atPath: "\(staged)/vmcore"), "the failed file stayed")
+
+        let bundle = try store.commit(staged)
+        #expect(store.list().map(\.path) == [bundle])
+        #expect(FileManager.default.fileExists(atPath: "\(bundle)/console.txt"))
+        store.discard(try store.create(kind: "panicked"))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: store.root).count == 1)
     }
 }

@@ -47,6 +47,14 @@ final class PanicHandler {
         var registers: String = ""
         var vmcore: JSONObject = [:]
         var timer: TimerHandle?
+        /// What could not be written (a full disk): the bundle says so and the event is crash-capture-failed.
+        var errors: [String] = []
+    }
+
+    /// Writes one bundle file; a failure is recorded, not thrown: the capture and the policy go on.
+    private func write(_ bytes: [UInt8], _ file: String) {
+        guard let c = capture else { return }
+        do { try store.write(bytes, to: c.bundle, file: file) } catch { capture!.errors.append("\(error)") }
     }
 
     init(vm: VirtualMachine, settings: PanicSettings) {
@@ -89,15 +97,15 @@ final class PanicHandler {
         let summary = ConsoleTail.summary(String(decoding: tail, as: UTF8.self))
         capture = Capture(bundle: bundle, event: panic, started: EventLoop.now(), hostTime: Date(), summary: summary)
         vm.onLog("guest \(panic.kind): \(summary ?? "no panic line on the console"); capturing \(bundle)")
-        try? store.write(tail, to: bundle, file: "console.txt")
-        try? store.write((summary ?? "") + "\n", to: bundle, file: "summary.txt")
+        write(tail, "console.txt")
+        write(Array(((summary ?? "") + "\n").utf8), "summary.txt")
         vm.qmp?.execute("human-monitor-command", arguments: ["command-line": "info registers -a"]) { [weak self] result in
             guard let self, self.capture != nil else { return }
             switch result {
             case .success(let text): self.capture!.registers = text.stringValue ?? ""
             case .failure(let e): self.capture!.registers = "registers unavailable: \(e)\n"
             }
-            try? self.store.write(self.capture!.registers, to: bundle, file: "registers.txt")
+            self.write(Array(self.capture!.registers.utf8), "registers.txt")
             self.dumpMemory()
         }
     }
@@ -114,21 +122,27 @@ final class PanicHandler {
         var args: JSONObject = ["paging": false, "protocol": .string("file:\(c.bundle)/vmcore"), "detach": true]
         if settings.vmcore == .kdump { args["format"] = .string(VMCoreFormat.kdump.rawValue) }
         capture!.timer = vm.loop.schedule(afterMilliseconds: Self.dumpTimeoutMs) { [weak self] in
-            self?.capture?.vmcore = ["format": .string(self?.settings.vmcore.rawValue ?? ""), "error": "timed out"]
-            self?.finish()
+            self?.vmcoreFailed("timed out")
         }
         vm.qmp?.execute("dump-guest-memory", arguments: args) { [weak self] result in
-            if case .failure(let e) = result {
-                self?.capture?.vmcore = ["format": .string(self?.settings.vmcore.rawValue ?? ""), "error": .string(e.description)]
-                self?.finish()
-            }
+            if case .failure(let e) = result { self?.vmcoreFailed(e.description) }
         }
+    }
+
+    /// QEMU could not write the vmcore (a full disk: "No space left on device"): what it
+    /// wrote is removed, so neither a truncated core nor the space it holds stays behind.
+    private func vmcoreFailed(_ error: String) {
+        guard let c = capture else { return }
+        unlink("\(c.bundle)/vmcore")
+        capture!.vmcore = ["format": .string(settings.vmcore.rawValue), "error": .string(error)]
+        capture!.errors.append("vmcore: \(error)")
+        finish()
     }
 
     private func dumpCompleted(_ data: JSONObject) {
         guard let c = capture else { return }
+        if let error = data["error"]?.stringValue { return vmcoreFailed(error) }
         var info: JSONObject = ["format": .string(settings.vmcore.rawValue)]
-        if let error = data["error"]?.stringValue { info["error"] = .string(error) }
         let path = "\(c.bundle)/vmcore"
         chmod(path, 0o600)
         if let attributes = try? FileManager.default.attributesOfItem(atPath: path), let size = attributes[.size] as? Int {
@@ -141,8 +155,6 @@ final class PanicHandler {
     private func finish() {
         guard let c = capture else { return }
         vm.loop.cancel(c.timer)
-        capture = nil
-        lastBundle = c.bundle
         let action = apply(c.event, bundle: c.bundle)
         let seconds = Double(EventLoop.now() - c.started) / 1000
         var event: JSONObject = [
@@ -155,12 +167,34 @@ final class PanicHandler {
         ]
         if case .panicked(let qemuAction) = c.event { event["qemu-action"] = .string(qemuAction) }
         if let s = c.summary { event["summary"] = .string(s) }
-        try? store.write(JSONWriter.encode(.object(event)) + [0x0A], to: c.bundle, file: "event.json")
-        if settings.policy == .preserve { try? store.markPreserved(c.bundle) }
+        // The bundle is only a bundle once event.json is written; it says what is missing.
+        event["complete"] = .bool(c.errors.isEmpty)
+        if !c.errors.isEmpty { event["errors"] = .array(c.errors.map { .string($0) }) }
+        write(JSONWriter.encode(.object(event)) + [0x0A], "event.json")
+        let errors = capture!.errors
+        capture = nil
+        var bundle: String?
+        if errors.count == c.errors.count {
+            do { bundle = try store.commit(c.bundle) } catch { vm.onLog("crash bundle not kept: \(error)") }
+        }
+        if bundle == nil { store.discard(c.bundle) }
+        if let bundle {
+            lastBundle = bundle
+            if settings.policy == .preserve { try? store.markPreserved(bundle) }
+        }
         for removed in store.prune() { vm.onLog("removed old crash bundle \(removed)") }
-        var announce: JSONObject = ["bundle": .string(c.bundle), "kind": .string(c.event.kind), "action": .string(action)]
+        var announce: JSONObject = ["bundle": bundle.map { .string($0) } ?? .null, "kind": .string(c.event.kind),
+                                    "action": .string(action)]
         if let s = c.summary { announce["summary"] = .string(s) }
-        vm.emit(VMEvent(name: "crash-captured", data: announce))
+        if errors.isEmpty {
+            vm.emit(VMEvent(name: "crash-captured", data: announce))
+        } else {
+            // A full disk, say: the policy was applied all the same; the bundle (if its
+            // event.json fitted) holds what was written and lists what was not.
+            announce["errors"] = .array(errors.map { .string($0) })
+            vm.onLog("crash capture incomplete: \(errors.joined(separator: "; "))")
+            vm.emit(VMEvent(name: "crash-capture-failed", data: announce))
+        }
     }
 
     /// Applies the policy; returns what was done, for the bundle and the event.
