@@ -10,7 +10,7 @@
 #
 #   scripts/fuzz.sh                 every target to 10 million executions (~1 h on 2 cores)
 #   scripts/fuzz.sh SECONDS         every target for SECONDS (CI smoke: 30)
-#   scripts/fuzz.sh SECONDS T...    only targets T...
+#   scripts/fuzz.sh SECONDS T...    only targets T... (SECONDS 0: 10 million executions each)
 #   scripts/fuzz.sh --list          the target names
 #
 # Runs as many targets at once as there are cores (FUZZ_JOBS to change). The corpus each run grows is
@@ -59,18 +59,22 @@ BIN="$BUILD/release/HostVMMFuzz"
 ASAN_BIN="$BUILD-asan/release/HostVMMFuzz"
 
 mkdir -p "$BUILD/crashes" "$BUILD/logs"
-if [[ -n "$SECONDS_PER_TARGET" ]]; then LIMIT=(-max_total_time="$SECONDS_PER_TARGET"); else LIMIT=(-runs=10000000); fi
+if [[ -n "$SECONDS_PER_TARGET" && "$SECONDS_PER_TARGET" != 0 ]]; then LIMIT=(-max_total_time="$SECONDS_PER_TARGET")
+else LIMIT=(-runs=10000000); fi
+# Inputs up to 1 KiB: enough for several messages or requests per input (each
+# stream target also cuts its input into reads), at 3-4x the rate of 4 KiB.
+MAX_LEN=${FUZZ_MAX_LEN:-1024}
 
 run_target() {
     local t="$1" corpus="$BUILD/corpus/$1"
     mkdir -p "$corpus"
     # The first directory is the one libFuzzer adds to; the committed seeds are only read.
     # Swift's own backtracer off: libFuzzer's handler must see the crash to save the input.
-    SWIFT_BACKTRACE=enable=no HOSTVMM_FUZZ_TARGET="$t" "$BIN" "${LIMIT[@]}" -max_len=4096 -timeout=10 -rss_limit_mb=2048 \
+    SWIFT_BACKTRACE=enable=no HOSTVMM_FUZZ_TARGET="$t" "$BIN" "${LIMIT[@]}" -max_len=$MAX_LEN -timeout=10 -rss_limit_mb=2048 \
         -print_final_stats=1 -artifact_prefix="$BUILD/crashes/$t-" "$corpus" "Fuzz/corpus/$t" \
         > "$BUILD/logs/$t.log" 2>&1 || return $?
     # Every input kept, through AddressSanitizer (-runs=0: the corpus only).
-    SWIFT_BACKTRACE=enable=no HOSTVMM_FUZZ_TARGET="$t" "$ASAN_BIN" -runs=0 -max_len=4096 -timeout=10 -rss_limit_mb=2048 \
+    SWIFT_BACKTRACE=enable=no HOSTVMM_FUZZ_TARGET="$t" "$ASAN_BIN" -runs=0 -max_len=$MAX_LEN -timeout=10 -rss_limit_mb=2048 \
         -artifact_prefix="$BUILD/crashes/$t-asan-" "$corpus" "Fuzz/corpus/$t" > "$BUILD/logs/$t.asan.log" 2>&1
 }
 

@@ -277,6 +277,8 @@ public final class VirtualMachine {
         stopInputs()
         // The overlay holds everything the guest wrote, usually on a tmpfs: gone with the VM.
         if config.rootDisk != nil { unlink(state.diskOverlay) }
+        // QEMU's own listening sockets: it unlinks them when it exits, not when it is killed.
+        for channel in 0..<config.usb.redirChannels { unlink(state.usbRedirSocket(channel)) }
         releaseDisks()
         for l in listeners { l.close() }
         listeners = []
