@@ -68,6 +68,32 @@ import Testing
         }
         #expect(greetedAgain, "the closed sessions were never given back")
 
+        // The pending-output bound: a client that sends 20,000 requests and reads nothing
+        // is disconnected once 4 MiB of replies wait for it (20,000 status replies are
+        // ~15 MiB); the open session goes on.
+        signal(SIGPIPE, SIG_IGN)  // the write below may meet the closed socket
+        let greedy = try UnixSocket.connect(path: socket)
+        defer { close(greedy) }
+        let requests = Array(#"{"execute":"qmp_capabilities"}"#.utf8)
+            + Array([[UInt8]](repeating: Array(#"{"execute":"query-status"}"#.utf8), count: 20_000).joined())
+        _ = Syscall.writeAll(fd: greedy, requests)
+        var received = 0
+        var framer = LineFramer()
+        var closed = false
+        let deadline = Date().addingTimeInterval(120)
+        while !closed, Date() < deadline {
+            var pfd = pollfd(fd: greedy, events: Int16(POLLIN), revents: 0)
+            guard poll(&pfd, 1, 1000) > 0 else { continue }
+            switch Syscall.readSome(fd: greedy) {
+            case .data(let bytes): received += framer.feed(bytes).count
+            default: closed = true
+            }
+        }
+        #expect(closed, "a client that never read was not disconnected (\(received) replies so far)")
+        #expect(received < 20_000, "all \(received) replies were queued for a client that did not read")
+        #expect(Syscall.writeAll(fd: fd, Array(#"{"execute":"query-status","id":6}"#.utf8)))
+        #expect(Self.readReplies(fd, count: 1).first?["id"]?.int64Value == 6, "the open session stopped answering")
+
         // qmp-shell: a command on stdin, its reply pretty-printed.
         let shell = try runCommand("/bin/sh", ["-c", "echo query-status | \"$0\" -p \"$1\"", "\(Self.venv)/bin/qmp-shell", socket], timeout: 60)
         #expect(shell.status == 0 && shell.output.contains("\"state\": \"running\""), "qmp-shell: \(shell.output)")
