@@ -14,3 +14,10 @@ swift build --build-tests
 .build/debug/hostvmm image build --image desktop
 echo "test: running tests"
 swift test --skip-build 2>&1
+# Hardening (docs/hardening.md): every fuzz target for 30 s, so a broken harness or a
+# regression in a parser is caught; then the faults on a running VM, fewer of each
+# than the full run (scripts/faults.py with no options) but every kind.
+echo "test: fuzz smoke (30 s per target)"
+bash scripts/fuzz.sh 30
+echo "test: fault injection"
+/usr/bin/python3 scripts/faults.py --agent-kills 10 --control-cycles 200 --garbage-clients 20 --spice-cycles 100
