@@ -33,10 +33,29 @@ public enum ThreadSandbox {
         "getpid", "gettid", "tgkill", "restart_syscall", "exit", "exit_group",
     ])
 
+    /// The whole hostvmm process once QEMU runs (every thread, the vhost-user device
+    /// backends on the main loop among them). hostvmm starts its programs (QEMU, the
+    /// version probes) before that and none after, so a process or a program started
+    /// later can only be an attack: new processes (clone without CLONE_THREAD, fork,
+    /// vfork, posix_spawn) and exec are refused, and so are the calls that change
+    /// privileges, namespaces, mounts or the kernel. Opening files and sockets stays
+    /// allowed: the main loop writes crash bundles, opens host USB devices and
+    /// reconnects to PulseAudio.
+    public static let hostvmmProcess = Profile(name: "hostvmm", syscalls: [
+        "execve", "execveat", "fork", "vfork", "ptrace", "process_vm_readv", "process_vm_writev",
+        "setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setgroups", "setfsuid", "setfsgid",
+        "capset", "unshare", "setns", "mount", "umount2", "pivot_root", "chroot",
+        "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module", "bpf", "perf_event_open",
+        "keyctl", "add_key", "request_key", "userfaultfd", "personality", "reboot", "swapon", "swapoff",
+        "syslog", "acct", "quotactl", "open_by_handle_at", "name_to_handle_at", "iopl", "ioperm",
+    ])
+
     public struct Installed: Sendable, Equatable {
         public var profile: String
         public var threadID: Int32
-        public var allowedSyscalls: Int
+        /// The system calls the profile names that this kernel has: allowed (a thread's allow-list)
+        /// or denied (the process deny-list).
+        public var namedSyscalls: Int
     }
 
     public enum Failure: Error, Equatable, CustomStringConvertible {
@@ -50,10 +69,31 @@ public enum ThreadSandbox {
     }
 
     nonisolated(unsafe) private static var installedThreads: [Installed] = []
+    nonisolated(unsafe) private static var installedProcess: Installed?
     private static let lock = Monitor()
 
     /// Threads that installed a filter, for `hostvmm status`.
     public static var installed: [Installed] { lock.withLock { installedThreads } }
+
+    /// The process-wide deny-list, once applied.
+    public static var processInstalled: Installed? { lock.withLock { installedProcess } }
+
+    /// Installs `profile` as a deny-list on every thread of the process, for good.
+    @discardableResult
+    public static func applyToProcess(_ profile: Profile) -> Result<Installed, Failure> {
+        if let existing = processInstalled { return .success(existing) }
+        let r = withCStrings(profile.syscalls) { process_sandbox_apply($0, $1) }
+        guard r >= 0 else { return .failure(.refusedByKernel(profile: profile.name, errno: -r)) }
+        let entry = Installed(profile: profile.name, threadID: thread_sandbox_thread_id(), namedSyscalls: Int(r))
+        lock.withLock { installedProcess = entry }
+        return .success(entry)
+    }
+
+    private static func withCStrings(_ names: [String], _ body: (UnsafePointer<UnsafePointer<CChar>?>?, Int32) -> Int32) -> Int32 {
+        let copies = names.map { strdup($0) }
+        defer { copies.forEach { free($0) } }
+        return copies.map { UnsafePointer<CChar>($0) }.withUnsafeBufferPointer { body($0.baseAddress, Int32($0.count)) }
+    }
 
     /// Whether the calling thread is filtered.
     public static var isAppliedOnThisThread: Bool { thread_sandbox_is_applied() != 0 }
@@ -65,13 +105,9 @@ public enum ThreadSandbox {
         if isAppliedOnThisThread {
             if let existing = installed.first(where: { $0.threadID == tid }) { return .success(existing) }
         }
-        let names = profile.syscalls.map { strdup($0) }
-        defer { names.forEach { free($0) } }
-        let r = names.map { UnsafePointer<CChar>($0) }.withUnsafeBufferPointer {
-            thread_sandbox_apply($0.baseAddress, Int32($0.count))
-        }
+        let r = withCStrings(profile.syscalls) { thread_sandbox_apply($0, $1) }
         guard r >= 0 else { return .failure(.refusedByKernel(profile: profile.name, errno: -r)) }
-        let entry = Installed(profile: profile.name, threadID: tid, allowedSyscalls: Int(r))
+        let entry = Installed(profile: profile.name, threadID: tid, namedSyscalls: Int(r))
         lock.withLock { installedThreads.append(entry) }
         return .success(entry)
     }

@@ -8,6 +8,13 @@
 /// allowed, or -errno.
 int thread_sandbox_apply(const char *const *allowed, int count);
 
+/// Installs a seccomp deny-list on every thread of the process (TSYNC; threads
+/// made later inherit it): the calls named in `denied` fail with EPERM; so does
+/// clone without CLONE_THREAD (a new process), and clone3 fails with ENOSYS so
+/// that glibc falls back to clone, whose flags a filter can see. Returns the
+/// number of calls denied by name, or -errno.
+int process_sandbox_apply(const char *const *denied, int count);
+
 /// Whether the calling thread has installed a filter through this module.
 int thread_sandbox_is_applied(void);
 

@@ -1,7 +1,5 @@
 import AgentProtocol
 import Foundation
-import SpiceBridge
-import ThreadSandbox
 
 /// The control API's commands, one table (protocol.md documents each).
 enum ControlCommands {
@@ -32,6 +30,7 @@ enum ControlCommands {
         "query-inputs": { vm, _, done in done(.success(vm.inputsStatusJSON())) },
         "input-send": { vm, args, done in done(vm.inputSend(args)) },
         "input-debug-corrupt": { vm, args, done in done(vm.inputDebugCorrupt(args)) },
+        "sandbox-probe": { vm, _, done in done(vm.sandboxProbe()) },
         "quit": { vm, _, done in
             vm.forceStop()
             done(.success(.object([:])))
@@ -160,30 +159,5 @@ extension VirtualMachine {
                 "last-bundle": panics.lastBundle.map { .string($0) } ?? .null,
             ]),
         ])
-    }
-
-    /// What runs under seccomp: QEMU (its -sandbox, read back from the kernel as
-    /// /proc/PID/status "Seccomp: 2") and hostvmm's filtered threads.
-    func sandboxJSON() -> JSONValue {
-        var qemu: JSONObject = ["enabled": .bool(config.sandbox)]
-        if config.sandbox { qemu["options"] = .string(QEMUCommandLine.sandbox) }
-        if let pid = qemuPID, let mode = Self.seccompMode(pid: pid) { qemu["seccomp-mode"] = .int(Int64(mode)) }
-        var threads: [JSONValue] = ThreadSandbox.installed.map {
-            .object(["thread": .string($0.profile), "tid": .int(Int64($0.threadID)),
-                     "allowed-syscalls": .int(Int64($0.allowedSyscalls))])
-        }
-        if let failure = SpiceDisplay.workerSandboxFailure {
-            threads.append(.object(["thread": .string(ThreadSandbox.spiceWorker.name), "error": .string(failure.description)]))
-        }
-        return .object(["qemu": .object(qemu), "threads": .array(threads)])
-    }
-
-    /// The "Seccomp:" line of /proc/PID/status: 0 none, 1 strict, 2 filter.
-    static func seccompMode(pid: Int32) -> Int? {
-        guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
-        for line in text.split(separator: "\n") where line.hasPrefix("Seccomp:") {
-            return Int(line.dropFirst("Seccomp:".count).trimmingCharacters(in: .whitespaces))
-        }
-        return nil
     }
 }

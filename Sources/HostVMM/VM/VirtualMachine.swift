@@ -2,6 +2,7 @@ import AgentProtocol
 import Foundation
 import LinuxSystem
 import SpiceBridge
+import ThreadSandbox
 
 /// Supervises one VM: QEMU child, QMP, the agent channel, the SPICE agent
 /// channel's socket and the control API, all on one event loop.
@@ -32,6 +33,8 @@ public final class VirtualMachine {
     /// Set when the VM ends for a reason that makes the run a failure even if
     /// QEMU exits cleanly (a panic with --on-panic poweroff).
     var exitReason: String?
+    /// Why hostvmm's own seccomp filter could not be installed (status shows it).
+    var sandboxFailure: ThreadSandbox.Failure?
     /// The last balloon target set through hostvmm.
     var balloonTarget: Int64?
     /// The embedded SPICE server (nil with --no-spice).
@@ -115,6 +118,8 @@ public final class VirtualMachine {
         }
         onLog("QEMU started (pid \(qemu!.pid)); console: \(state.consoleLog)")
         emit(VMEvent(name: "qemu-started", data: ["pid": .int(Int64(qemu!.pid))]))
+        // Every program hostvmm runs has run: from here on it may start none.
+        if config.sandbox { sandboxProcess() }
     }
 
     var secondsSinceLaunch: Double { Double(EventLoop.now() - launchTime) / 1000 }
