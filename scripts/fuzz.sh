@@ -39,7 +39,7 @@ if [[ $# -gt 0 ]]; then
     TARGETS=("$@")
 fi
 
-BUILD=.build-fuzz
+BUILD=${FUZZ_BUILD:-.build-fuzz}  # FUZZ_BUILD: a build, corpus and log directory of its own
 build() {  # build-path, extra sanitizer flags...
     local path="$1"; shift
     mkdir -p "$path"
