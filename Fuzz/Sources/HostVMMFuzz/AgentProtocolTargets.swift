@@ -31,16 +31,10 @@ enum AgentProtocolTargets {
         var reader = FuzzReader(input)
         let seed = reader.u8()
         let stream = reader.rest()
-        var whole = QGAInputFramer(maxRequestBytes: maxRequestBytes, maxDepth: 64)
-        let expected = whole.feed(stream)
-        require(whole.pendingByteCount <= maxRequestBytes, "holds \(whole.pendingByteCount) bytes, limit \(maxRequestBytes)")
-        var split = QGAInputFramer(maxRequestBytes: maxRequestBytes, maxDepth: 64)
-        var got: [QGAInputFramer.Output] = []
-        for piece in pieces(stream, seed: seed) {
-            got += split.feed(piece)
-            require(split.pendingByteCount <= maxRequestBytes, "holds \(split.pendingByteCount) bytes, limit \(maxRequestBytes)")
+        let (expected, _) = sameHoweverRead(stream, seed: seed, { QGAInputFramer(maxRequestBytes: maxRequestBytes, maxDepth: 64) },
+                                            { $0.feed($1) }) { framer in
+            require(framer.pendingByteCount <= maxRequestBytes, "holds \(framer.pendingByteCount) bytes, limit \(maxRequestBytes)")
         }
-        require(got == expected, "split reads gave \(got.count) outputs, one read \(expected.count)")
         for case .value(let v) in expected {
             // What the agent and the control socket do next with each value.
             if case .success(let request) = QGARequest.decode(v) {
@@ -66,12 +60,7 @@ enum AgentProtocolTargets {
         let capabilities = VDAgentCapabilities(rawValue: UInt32(reader.u8()) | UInt32(reader.u8()) << 8)
         let stream = reader.rest()
         let limit = 1024
-        var whole = VDAgentReader(maxMessageSize: limit)
-        let expected = whole.feed(stream)
-        var split = VDAgentReader(maxMessageSize: limit)
-        var got: [VDAgentReader.Output] = []
-        for piece in pieces(stream, seed: seed) { got += split.feed(piece) }
-        require(got == expected, "split reads gave \(got.count) outputs, one read \(expected.count)")
+        let (expected, _) = sameHoweverRead(stream, seed: seed, { VDAgentReader(maxMessageSize: limit) }, { $0.feed($1) })
         for case .message(_, let type, let payload) in expected {
             require(payload.count <= limit, "a \(payload.count)-byte message passed a \(limit)-byte limit")
             // Each message is then decoded for the peer's capabilities.
@@ -107,12 +96,7 @@ enum AgentProtocolTargets {
         var reader = FuzzReader(input)
         let seed = reader.u8()
         let stream = reader.rest()
-        var whole = MonitorsConfigRewriter()
-        let expected = whole.feed(stream)
-        var split = MonitorsConfigRewriter()
-        var got: [UInt8] = []
-        for piece in pieces(stream, seed: seed) { got += split.feed(piece) }
-        require(got == expected, "split reads gave \(got.count) bytes, one read \(expected.count)")
+        let (expected, whole) = sameHoweverRead(stream, seed: seed, { MonitorsConfigRewriter() }, { $0.feed($1) })
         require(expected.count <= stream.count, "grew \(stream.count) bytes to \(expected.count)")
         if whole.rewritten == 0 {
             // A held, incomplete tail is the only difference allowed.

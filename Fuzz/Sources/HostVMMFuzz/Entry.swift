@@ -81,3 +81,23 @@ func pieces(_ bytes: [UInt8], seed: UInt8) -> [[UInt8]] {
     }
     return out
 }
+
+/// Feeds `stream` to one parser in a single read and to a second one in the reads
+/// `seed` cuts, checking `each` after every read; requires the same outputs from
+/// both, and returns them with the single-read parser.
+func sameHoweverRead<Parser, Element: Equatable>(
+    _ stream: [UInt8], seed: UInt8, _ make: () -> Parser, _ feed: (inout Parser, [UInt8]) -> [Element],
+    each: (Parser) -> Void = { _ in }
+) -> (outputs: [Element], parser: Parser) {
+    var whole = make()
+    let expected = feed(&whole, stream)
+    each(whole)
+    var split = make()
+    var got: [Element] = []
+    for piece in pieces(stream, seed: seed) {
+        got += feed(&split, piece)
+        each(split)
+    }
+    require(got == expected, "split reads gave \(got.count) outputs, one read \(expected.count)")
+    return (expected, whole)
+}
