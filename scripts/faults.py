@@ -13,7 +13,8 @@ failed, or hostvmm died where it should not have.
 
 Faults (in this order; NAME for --only):
   control-churn   connect/disconnect cycles on the control socket, cut at every stage
-  control-garbage clients at once, each sending random bytes and a 2 MiB line
+  control-garbage clients at once, each sending random bytes and a 2 MiB line (those past
+                  the 64-session bound get the refusal and count as refused, not acknowledged)
   spice-churn     SPICE sessions linked (main + display channel) and dropped; RSS before/after
   agent-kill      the guest agent killed with SIGKILL (init respawns it); every
                   request after it must get its own reply
@@ -275,10 +276,16 @@ def control_garbage(vm, clients):
         outcome = "lost"
         try:
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(vm.control_path)  # blocking: waits in the backlog as a QMP client would
             s.settimeout(120)
-            s.connect(vm.control_path)
             f = s.makefile("rb")
-            f.readline()
+            greeting = json.loads(f.readline())
+            if "QMP" not in greeting:
+                # Over the 64-session bound: hostvmm's documented refusal, then the close.
+                with lock:
+                    results.append("refused: " + greeting.get("error", {}).get("desc", str(greeting)))
+                s.close()
+                return
             s.sendall(b'{"execute": "qmp_capabilities"}\n')
             rng = random.Random(n)
             s.sendall(bytes(rng.getrandbits(8) for _ in range(16 << 10)))
@@ -311,7 +318,8 @@ def control_garbage(vm, clients):
         t.join(300)
     after = settled_rss(vm.pid)
     answered = results.count("answered")
-    return {"injected": clients, "acknowledged": clients, "answered": answered, "rss": (before, after),
+    greeted = len([r for r in results if not r.startswith("refused")])
+    return {"injected": clients, "acknowledged": greeted, "answered": answered, "rss": (before, after),
             "detail": {k: results.count(k) for k in set(results)}}
 
 

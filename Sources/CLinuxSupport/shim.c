@@ -4,6 +4,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
@@ -153,3 +154,5 @@ const char *clinux_shared_object_path(const void *address) {
     if (dladdr(address, &info) == 0) return NULL;
     return info.dli_fname;
 }
+
+void clinux_release_free_memory(void) { malloc_trim(0); }

@@ -64,10 +64,10 @@ final class Listener {
     private let loop: EventLoop
     private var watch: WatchHandle?
 
-    init(path: String, loop: EventLoop, onAccept: @escaping (Int32) -> Void) throws(SystemError) {
+    init(path: String, loop: EventLoop, backlog: Int32 = 8, onAccept: @escaping (Int32) -> Void) throws(SystemError) {
         self.path = path
         self.loop = loop
-        fd = try UnixSocket.listen(path: path)
+        fd = try UnixSocket.listen(path: path, backlog: backlog)
         Syscall.setNonBlocking(fd)
         watch = try loop.watch(fd: fd, events: .read) { [fd] _ in
             guard let client = try? UnixSocket.accept(fd) else { return }

@@ -53,4 +53,7 @@ ssize_t clinux_send_with_fds(int sock, const void *buf, size_t len, const int *f
 /// memfd_create(2).
 int clinux_memfd_create(const char *name, unsigned int flags);
 
+/// malloc_trim(0): gives freed heap memory back to the system (Swift cannot see malloc.h).
+void clinux_release_free_memory(void);
+
 #endif
