@@ -82,6 +82,25 @@ import Testing
         }
     }
 
+    /// Found by the dbus-message fuzz target: a body signature with an array of empty
+    /// structures ("a()") made the decoder append elements that take no bytes until it
+    /// had used 2 GB. Empty structures are refused, and so is any array element that
+    /// does not advance.
+    @Test func anArrayOfElementsThatTakeNoBytesIsAnError() {
+        let hex =
+        "6c0100010a000000473000008f00000081016f00240000002f6f526727667265654465736b746f702f6c6b01026e312f" +
+        "7365736e2f6175746f000000002828282828282828282828282828282828282828696f6e61282928282873696f6e2f61" +
+        "76746f003f00000000000000000000000000000000000000000000000a000000070000008f00000081016f0024000000" +
+        "2f6f52672f667265656465736b746f702f6c6b67696e322f7365736e2f6175746f0000000073696f6e2f6171746f0000" +
+        "006c6f010000002e5352616e67656e000003017300040065736b74000000000000000000000000000000000000000000" +
+        "00000000000000000000000000000067000801670000009000"
+        let message = stride(from: 0, to: hex.count, by: 2).map { i -> UInt8 in
+            let at = hex.index(hex.startIndex, offsetBy: i)
+            return UInt8(hex[at..<hex.index(at, offsetBy: 2)], radix: 16)!
+        }
+        #expect(throws: DBusError.self) { try DBusMessage.decode(message[...]) }
+    }
+
     @Test func externalAuthenticationLines() {
         #expect(DBusAuth.start(uid: 0) == [0] + Array("AUTH EXTERNAL 30\r\n".utf8))
         #expect(DBusAuth.start(uid: 1000) == [0] + Array("AUTH EXTERNAL 31303030\r\n".utf8))

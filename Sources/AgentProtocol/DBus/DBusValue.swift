@@ -201,6 +201,7 @@ struct DBusReader {
     }
 
     private mutating func read(single sig: inout Substring, depth: Int) throws(DBusError) -> DBusValue {
+        guard depth < Self.maxDepth else { throw .malformed("nesting deeper than \(Self.maxDepth)") }
         guard let code = sig.first else { throw .malformed("empty signature") }
         sig = sig.dropFirst()
         switch code {
@@ -238,12 +239,18 @@ struct DBusReader {
             var items: [DBusValue] = []
             while offset < stop {
                 var e = element
+                let before = offset
                 items.append(try read(single: &e, depth: depth + 1))
+                // An element that takes no bytes would repeat forever (found by the
+                // dbus-message fuzz target: "a()" took 2 GB before anything stopped it).
+                guard offset > before else { throw .malformed("array of elements that take no bytes (\(element))") }
             }
             guard offset == stop else { throw .malformed("array element runs past the array") }
             return .array(elementSignature: String(element), items)
         case "(":
             try align(8)
+            // The specification allows no empty structures.
+            guard sig.first != ")" else { throw .malformed("empty structure") }
             var fields: [DBusValue] = []
             while sig.first != ")" {
                 guard !sig.isEmpty else { throw .malformed("unclosed struct") }
