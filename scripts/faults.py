@@ -416,6 +416,10 @@ def main():
     parser.add_argument("--garbage-clients", type=int, default=100)
     parser.add_argument("--spice-cycles", type=int, default=1000)
     parser.add_argument("--only", nargs="*", default=None)
+    # The first SPICE sessions raise hostvmm's RSS to a plateau (spice-server's per-client
+    # caches and encoders: ~12 MB over the first 300 display sessions, then flat); past this
+    # many MiB of growth across one fault, the run fails.
+    parser.add_argument("--rss-bound-mib", type=int, default=16)
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("faults: run as root (full-disk mounts a tmpfs)")
@@ -439,6 +443,9 @@ def main():
         started = time.time()
         try:
             row = inject(vm)
+            if "rss" in row and row["rss"][1] - row["rss"][0] > args.rss_bound_mib << 10:
+                raise Failure(f"hostvmm's RSS grew from {row['rss'][0]} to {row['rss'][1]} KiB "
+                              f"(bound {args.rss_bound_mib} MiB)")
             if name != "qemu-kill":
                 if not vm.alive():
                     raise Failure("hostvmm died")
