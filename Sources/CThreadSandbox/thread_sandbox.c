@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <sched.h>
+#include <sys/socket.h>
 #include <seccomp.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -32,7 +33,7 @@ int thread_sandbox_apply(const char *const *allowed, int count) {
 
 int thread_sandbox_is_applied(void) { return applied; }
 
-int process_sandbox_apply(const char *const *denied, int count) {
+int process_sandbox_apply(const char *const *denied, int count, int allow_network) {
     scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
     if (!ctx) return -ENOMEM;
     int r = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_TSYNC, 1);
@@ -47,6 +48,10 @@ int process_sandbox_apply(const char *const *denied, int count) {
     if (r == 0)
         r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(clone), 1,
                              SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, 0));
+    static const int network_families[] = {AF_INET, AF_INET6, AF_PACKET, AF_VSOCK};
+    for (unsigned i = 0; r == 0 && !allow_network && i < sizeof network_families / sizeof *network_families; i++)
+        r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(socket), 1,
+                             SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)network_families[i]));
     // clone3 passes its flags in memory, out of a filter's sight: refuse it as
     // unimplemented and glibc uses clone instead (for threads too).
     if (r == 0) r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);

@@ -79,10 +79,12 @@ public enum ThreadSandbox {
     public static var processInstalled: Installed? { lock.withLock { installedProcess } }
 
     /// Installs `profile` as a deny-list on every thread of the process, for good.
+    /// Unless `allowNetwork`, network sockets (AF_INET, AF_INET6, AF_PACKET, AF_VSOCK)
+    /// are refused too; unix and netlink sockets stay.
     @discardableResult
-    public static func applyToProcess(_ profile: Profile) -> Result<Installed, Failure> {
+    public static func applyToProcess(_ profile: Profile, allowNetwork: Bool) -> Result<Installed, Failure> {
         if let existing = processInstalled { return .success(existing) }
-        let r = withCStrings(profile.syscalls) { process_sandbox_apply($0, $1) }
+        let r = withCStrings(profile.syscalls) { process_sandbox_apply($0, $1, allowNetwork ? 1 : 0) }
         guard r >= 0 else { return .failure(.refusedByKernel(profile: profile.name, errno: -r)) }
         let entry = Installed(profile: profile.name, threadID: thread_sandbox_thread_id(), namedSyscalls: Int(r))
         lock.withLock { installedProcess = entry }

@@ -152,12 +152,13 @@ import Testing
         #expect(taskStatus.contains("Seccomp:\t2"), "worker thread \(tid): \(taskStatus)")
         #expect(taskStatus.contains("Name:\tSPICE Worker"), "thread \(tid) is not spice's worker")
         // hostvmm itself (the vhost-user devices parse guest data on its main loop) may start
-        // no process or program once QEMU runs: fork, posix_spawn and execve are refused there.
+        // no process or program and open no network socket once QEMU runs.
         #expect(sandbox["hostvmm"]?["seccomp-mode"]?.int64Value == 2, "hostvmm: \(sandbox)")
         let probe = try ControlClient(vmName: vm.name, state: StateDirectory(path: vm.stateDir)).execute("sandbox-probe")
-        for call in ["fork", "posix_spawn", "execve"] {
+        for call in ["fork", "posix_spawn", "execve", "socket-inet"] {
             #expect(probe[call]?.int64Value == Int64(EPERM), "\(call) on hostvmm's main loop: \(JSONWriter.string(probe))")
         }
+        #expect(probe["socket-unix"]?.int64Value == 0, "unix sockets must stay: \(JSONWriter.string(probe))")
 
         // 4. A band of rows rewritten: only those rows change (partial damage).
         try vm.putFile("/tmp/band.raw", Self.patternBytes(stride: stride, rows: 300..<400, variant: 1))

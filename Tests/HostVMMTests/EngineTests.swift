@@ -81,6 +81,17 @@ import Testing
         #expect(!QEMUCommandLine.arguments(config: config, state: state).contains("-sandbox"))
     }
 
+    /// hostvmm's own filter refuses network sockets unless PulseAudio is named over TCP.
+    @Test func networkSocketsOnlyForATCPPulseServer() throws {
+        var audio = try AudioSetup.parse("pulse")
+        for (server, network) in [("/run/pulse/native", false), ("unix:/tmp/p", false), ("tcp:10.0.0.2:4713", true),
+                                  ("pulsehost", true), ("unix:/a tcp:b", true)] {
+            audio.pulseServer = server
+            #expect(VirtualMachine.needsNetwork(audio) == network, "\(server)")
+        }
+        #expect(!VirtualMachine.needsNetwork(try AudioSetup.parse("spice")), "no PulseAudio, no network")
+    }
+
     /// --audio: the vhost-user-snd device on sound.sock, unless none.
     @Test func audioDeviceAndModes() throws {
         var config = VMConfig(name: "t", memoryBytes: 512 << 20, cpus: 2, accelerator: .forced(.tcg),

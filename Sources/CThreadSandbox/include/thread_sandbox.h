@@ -12,8 +12,10 @@ int thread_sandbox_apply(const char *const *allowed, int count);
 /// made later inherit it): the calls named in `denied` fail with EPERM; so does
 /// clone without CLONE_THREAD (a new process), and clone3 fails with ENOSYS so
 /// that glibc falls back to clone, whose flags a filter can see. Returns the
-/// number of calls denied by name, or -errno.
-int process_sandbox_apply(const char *const *denied, int count);
+/// number of calls denied by name, or -errno. Unless `allow_network`, socket()
+/// for the network families (AF_INET, AF_INET6, AF_PACKET, AF_VSOCK) fails with
+/// EPERM too; AF_UNIX and AF_NETLINK stay.
+int process_sandbox_apply(const char *const *denied, int count, int allow_network);
 
 /// Whether the calling thread has installed a filter through this module.
 int thread_sandbox_is_applied(void);

@@ -8,13 +8,26 @@ import ThreadSandbox
 /// under ThreadSandbox.spiceWorker (set up with the display). --no-sandbox: none of them.
 extension VirtualMachine {
     func sandboxProcess() {
-        switch ThreadSandbox.applyToProcess(ThreadSandbox.hostvmmProcess) {
+        let network = Self.needsNetwork(config.audio)
+        switch ThreadSandbox.applyToProcess(ThreadSandbox.hostvmmProcess, allowNetwork: network) {
         case .success(let installed):
-            onLog("sandbox: hostvmm may no longer start processes or programs (\(installed.namedSyscalls) system calls refused)")
+            onLog("sandbox: hostvmm may no longer start processes or programs"
+                  + (network ? "" : " or open network sockets") + " (\(installed.namedSyscalls) system calls refused)")
         case .failure(let failure):
             sandboxFailure = failure
             onLog("sandbox: \(failure); hostvmm runs unfiltered")
         }
+    }
+
+    /// Once QEMU runs, hostvmm's own sockets are all open (SPICE listens, clients are
+    /// accepted, not created), and PulseAudio is reached over a unix socket, unless the
+    /// person named a TCP server (`--pulse-server`, PULSE_SERVER): only then may the
+    /// process create network sockets (libpulse reconnects from its own thread).
+    static func needsNetwork(_ audio: AudioSetup) -> Bool {
+        guard audio.device, audio.pulse != .off else { return false }
+        guard let server = audio.pulseServer ?? ProcessInfo.processInfo.environment["PULSE_SERVER"], !server.isEmpty
+        else { return false }
+        return server.split(separator: " ").contains { !($0.hasPrefix("/") || $0.hasPrefix("unix:")) }
     }
 
     /// What runs under seccomp, as the kernel reports it (/proc/PID/status "Seccomp: 2").
@@ -23,7 +36,10 @@ extension VirtualMachine {
         if config.sandbox { qemu["options"] = .string(QEMUCommandLine.sandbox) }
         if let pid = qemuPID, let mode = Self.seccompMode("/proc/\(pid)/status") { qemu["seccomp-mode"] = .int(Int64(mode)) }
         var process: JSONObject = ["enabled": .bool(ThreadSandbox.processInstalled != nil)]
-        if let p = ThreadSandbox.processInstalled { process["refused-syscalls"] = .int(Int64(p.namedSyscalls)) }
+        if let p = ThreadSandbox.processInstalled {
+            process["refused-syscalls"] = .int(Int64(p.namedSyscalls))
+            process["network-sockets"] = .bool(Self.needsNetwork(config.audio))
+        }
         if let mode = Self.seccompMode("/proc/self/status") { process["seccomp-mode"] = .int(Int64(mode)) }
         if let failure = sandboxFailure { process["error"] = .string(failure.description) }
         var threads: [JSONValue] = ThreadSandbox.installed.map {
@@ -47,8 +63,9 @@ extension VirtualMachine {
 
     /// `sandbox-probe` (HOSTVMM_TEST_HOOKS=1 only): on the main loop thread, where the
     /// vhost-user devices parse guest data, tries what the process filter refuses and
-    /// reports the errno of each: fork, posix_spawn of /bin/true, and execve (tried only
-    /// once the filter is known to be on: without it, execve would replace hostvmm).
+    /// reports the errno of each (0: allowed): fork, posix_spawn of /bin/true, an AF_INET
+    /// and an AF_UNIX socket, and execve (tried only once the filter is known to be on:
+    /// without it, execve would replace hostvmm).
     func sandboxProbe() -> Result<JSONValue, ControlError> {
         guard Self.testHooksEnabled else { return .failure(.commandNotFound("sandbox-probe")) }
         guard ThreadSandbox.processInstalled != nil else { return .failure(.generic("hostvmm runs without its filter")) }
@@ -63,6 +80,12 @@ extension VirtualMachine {
         let spawned = posix_spawn(&pid, "/bin/true", nil, nil, argv, environ)
         if spawned == 0 { var status: Int32 = 0; waitpid(pid, &status, 0) }
         out["posix_spawn"] = .int(Int64(spawned))
+        let inet = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        out["socket-inet"] = .int(Int64(inet < 0 ? errno : 0))
+        if inet >= 0 { close(inet) }
+        let unix = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        out["socket-unix"] = .int(Int64(unix < 0 ? errno : 0))
+        if unix >= 0 { close(unix) }
         let executed = execve("/bin/true", argv, environ)
         out["execve"] = .int(Int64(executed < 0 ? errno : 0))
         out["EPERM"] = .int(Int64(EPERM))
