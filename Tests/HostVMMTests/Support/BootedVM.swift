@@ -83,13 +83,17 @@ final class BootedVM {
             + "--- console ---\n\(console.suffix(2500))\n--- qemu.log ---\n\(qemuLog.suffix(1500))"
     }
 
-    /// Runs a shell command in the guest with guest-exec (fire and forget).
-    func guestShell(_ command: String) throws {
+    /// Runs a shell command in the guest with guest-exec (fire and forget); returns its pid.
+    @discardableResult
+    func guestShell(_ command: String) throws -> Int64 {
         let request = JSONWriter.string(.object([
             "execute": "guest-exec", "arguments": .object(["path": "/bin/sh", "arg": .array(["-c", .string(command)])]),
         ]))
         let reply = try agent(request)
-        guard reply["return"]?["pid"] != nil else { throw TestFailure("guest-exec failed: \(JSONWriter.string(reply))") }
+        guard let pid = reply["return"]?["pid"]?.int64Value else {
+            throw TestFailure("guest-exec failed: \(JSONWriter.string(reply))")
+        }
+        return pid
     }
 
     /// Panics the guest (sysrq "c" through guest-exec). The panic can win the race with
