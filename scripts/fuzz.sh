@@ -8,7 +8,7 @@
 # run kept is replayed through an AddressSanitizer build, which checks the
 # unsafe-pointer code (guest memory, the C usbredir guard) on all of them.
 #
-#   scripts/fuzz.sh                 every target to 10 million executions (~1 h on 2 cores)
+#   scripts/fuzz.sh                 every target to 10 million executions (~1-1.5 h on 2 cores)
 #   scripts/fuzz.sh SECONDS         every target for SECONDS (CI smoke: 30)
 #   scripts/fuzz.sh SECONDS T...    only targets T... (SECONDS 0: 10 million executions each)
 #   scripts/fuzz.sh --list          the target names
