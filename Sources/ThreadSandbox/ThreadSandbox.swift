@@ -15,7 +15,8 @@ public enum ThreadSandbox {
 
     /// spice-server's display worker ("SPICE Worker"): it decodes what display and
     /// cursor channel clients send and encodes the screen. Derived from strace of
-    /// the thread serving spicy-screenshot and remote-viewer, plus what glibc and
+    /// the thread serving spicy-screenshot (remote-viewer's and spice-gtk's tests
+    /// run under it in the suite), plus what glibc and
     /// glib may need on paths those runs did not take (abort, allocation, time).
     /// Not allowed, among others: execve, execveat, fork, vfork, clone, open,
     /// openat, openat2, creat, socket, socketpair, connect, bind, listen, accept,

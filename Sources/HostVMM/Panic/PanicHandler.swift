@@ -52,9 +52,14 @@ final class PanicHandler {
     }
 
     /// Writes one bundle file; a failure is recorded, not thrown: the capture and the policy go on.
-    private func write(_ bytes: [UInt8], _ file: String) {
-        guard let c = capture else { return }
-        do { try store.write(bytes, to: c.bundle, file: file) } catch { capture!.errors.append("\(error)") }
+    @discardableResult
+    private func write(_ bytes: [UInt8], _ file: String) -> Bool {
+        guard let c = capture else { return false }
+        do { try store.write(bytes, to: c.bundle, file: file) } catch {
+            capture!.errors.append("\(error)")
+            return false
+        }
+        return true
     }
 
     init(vm: VirtualMachine, settings: PanicSettings) {
@@ -170,11 +175,11 @@ final class PanicHandler {
         // The bundle is only a bundle once event.json is written; it says what is missing.
         event["complete"] = .bool(c.errors.isEmpty)
         if !c.errors.isEmpty { event["errors"] = .array(c.errors.map { .string($0) }) }
-        write(JSONWriter.encode(.object(event)) + [0x0A], "event.json")
+        let eventWritten = write(JSONWriter.encode(.object(event)) + [0x0A], "event.json")
         let errors = capture!.errors
         capture = nil
         var bundle: String?
-        if errors.count == c.errors.count {
+        if eventWritten {
             do { bundle = try store.commit(c.bundle) } catch { vm.onLog("crash bundle not kept: \(error)") }
         }
         if bundle == nil { store.discard(c.bundle) }
