@@ -32,14 +32,14 @@ import pvpanic
         #expect(crashEvent["data"]?["summary"] == .string("Kernel panic - not syncing: sysrq triggered crash"))
 
         // restart: the guest comes back and its agent answers.
-        #expect(vm.waitForOccurrence("agent ready after", count: 2, timeout: BootedVM.bootTimeout))
+        #expect(vm.waitForOccurrence("agent ready after", count: 2, timeout: BootedVM.bootTimeout), "\(vm.postMortem())")
         #expect(try vm.cli(["ping", vm.name]).status == 0)
 
         // Two more panics inside ten minutes: a crash loop, so the VM stays paused.
         try vm.crashGuest()
-        #expect(vm.waitForOccurrence("agent ready after", count: 3, timeout: BootedVM.bootTimeout))
+        #expect(vm.waitForOccurrence("agent ready after", count: 3, timeout: BootedVM.bootTimeout), "\(vm.postMortem())")
         try vm.crashGuest()
-        #expect(vm.waitForOccurrence("\"crash-loop\"", count: 1, timeout: 120), "\(vm.up.transcript)")
+        #expect(vm.waitForOccurrence("\"crash-loop\"", count: 1, timeout: 120), "\(vm.postMortem())")
         let status = try vm.status()
         #expect(status["state"] == .string("paused"))
         #expect(store.list().count == 2, "--keep-crashes 2 prunes the oldest")
