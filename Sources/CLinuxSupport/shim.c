@@ -156,3 +156,7 @@ const char *clinux_shared_object_path(const void *address) {
 }
 
 void clinux_release_free_memory(void) { malloc_trim(0); }
+
+int clinux_set_thread_name(const char *name) {
+    return prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0);
+}

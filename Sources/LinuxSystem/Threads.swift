@@ -10,15 +10,15 @@ public enum Threads {
         init(_ run: @escaping () -> Void) { self.run = run }
     }
 
-    /// Starts `body` on a new detached thread.
-    public static func detach(_ body: @escaping @Sendable () -> Void) {
+    /// Starts `body` on a new detached thread. Small stacks by default: the agent's
+    /// threads run handlers and pipe readers, not recursion.
+    public static func detach(stackBytes: Int = 1 << 20, _ body: @escaping @Sendable () -> Void) {
         let context = Unmanaged.passRetained(Body(body)).toOpaque()
         var thread = pthread_t()
         var attributes = pthread_attr_t()
         pthread_attr_init(&attributes)
         pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED))
-        // Small stacks: the agent's threads run handlers and pipe readers, not recursion.
-        pthread_attr_setstacksize(&attributes, 1 << 20)
+        pthread_attr_setstacksize(&attributes, stackBytes)
         let r = pthread_create(&thread, &attributes, { raw in
             let body = Unmanaged<Body>.fromOpaque(raw!).takeRetainedValue()
             body.run()
@@ -75,4 +75,33 @@ public final class Monitor: @unchecked Sendable {
     }
 
     public func broadcast() { pthread_cond_broadcast(&condition) }
+}
+
+/// One value, set once from any thread, waited for with a bound.
+public final class ResultBox<T>: @unchecked Sendable {
+    private let monitor = Monitor()
+    private var value: T?
+
+    public init() {}
+
+    /// Sets the value (the first one wins) and wakes the waiters.
+    public func set(_ v: T) {
+        monitor.withLock {
+            if value == nil { value = v }
+            monitor.broadcast()
+        }
+    }
+
+    /// The value, or nil if none was set within `milliseconds`.
+    public func wait(milliseconds: Int) -> T? {
+        let deadline = EventLoop.now() + UInt64(max(0, milliseconds))
+        return monitor.withLock {
+            while value == nil {
+                let now = EventLoop.now()
+                if now >= deadline { break }
+                monitor.wait(milliseconds: Int(deadline - now))
+            }
+            return value
+        }
+    }
 }

@@ -34,8 +34,32 @@ public enum ThreadSandbox {
         "getpid", "gettid", "tgkill", "restart_syscall", "exit", "exit_group",
     ])
 
+    /// hostvmm's device thread ("hostvmm-devices"): the vhost-user backends of the
+    /// virtio keyboard, tablet, mouse, GPU and sound card, which decode QEMU's
+    /// vhost-user messages and walk the rings and requests the guest writes. What
+    /// it does: epoll over the sockets, kick and call eventfds it was given; accept
+    /// QEMU's reconnection on a socket that already listens; receive descriptors
+    /// (SET_MEM_TABLE's memfds) and map guest memory; allocate. Derived from strace
+    /// of the thread through boot, a display, sound and input session and a QEMU
+    /// reconnect, plus what glibc and the Swift runtime need on paths not taken
+    /// (abort, allocation). Not allowed, among others: execve, execveat, fork,
+    /// vfork, clone, open, openat, openat2, creat, socket, socketpair, connect,
+    /// bind, listen, unlink (hostvmm's main loop removes the sockets), ptrace,
+    /// mount, prctl, ioctl.
+    public static let deviceBackends = Profile(name: "hostvmm-devices", syscalls: [
+        // The loop and the descriptors it was given.
+        "epoll_wait", "epoll_pwait", "epoll_ctl", "read", "readv", "write", "writev", "recvmsg", "sendmsg",
+        "accept", "accept4", "close", "fcntl", "fstat", "newfstatat", "lseek",
+        // Guest memory and the heap.
+        "mmap", "munmap", "mremap", "mprotect", "madvise", "brk",
+        // Threads, signals, time.
+        "futex", "set_robust_list", "rseq", "sched_yield", "rt_sigprocmask", "rt_sigreturn", "sigaltstack",
+        "clock_gettime", "clock_nanosleep", "nanosleep", "gettimeofday", "getrandom",
+        "getpid", "gettid", "tgkill", "restart_syscall", "exit", "exit_group",
+    ])
+
     /// The whole hostvmm process once QEMU runs (every thread, the vhost-user device
-    /// backends on the main loop among them). hostvmm starts its programs (QEMU, the
+    /// backends' thread among them). hostvmm starts its programs (QEMU, the
     /// version probes) before that and none after, so a process or a program started
     /// later can only be an attack: new processes (clone without CLONE_THREAD, fork,
     /// vfork, posix_spawn) and exec are refused, and so are the calls that change
@@ -97,6 +121,9 @@ public enum ThreadSandbox {
         defer { copies.forEach { free($0) } }
         return copies.map { UnsafePointer<CChar>($0) }.withUnsafeBufferPointer { body($0.baseAddress, Int32($0.count)) }
     }
+
+    /// The calling thread's kernel id (gettid).
+    public static var thisThreadID: Int32 { thread_sandbox_thread_id() }
 
     /// Whether the calling thread is filtered.
     public static var isAppliedOnThisThread: Bool { thread_sandbox_is_applied() != 0 }

@@ -102,6 +102,13 @@ extension VirtioGPUDevice {
         if !part.isEmpty { present(r, damage: part) }
     }
 
+    /// Hands the whole scanout to the sink again (a sink that resized its surface
+    /// after the scanout changed, and lost what came before). Nothing without a scanout.
+    public func presentScanout() {
+        guard let id = scanoutResource, let r = resources[id] else { return }
+        present(r, damage: scanoutRect)
+    }
+
     /// Hands the part of `damage` (resource coordinates) inside the scanout to the sink.
     func present(_ r: Resource, damage: GPURect) {
         let d = damage.intersection(scanoutRect)

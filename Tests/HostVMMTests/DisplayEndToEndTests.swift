@@ -140,25 +140,33 @@ import Testing
         let diff = shot.differences(from: expected)
         #expect(diff.count == 0, "\(diff.count) pixels differ: \(diff.first)")
 
-        // 3b. All of that went through spice-server's worker thread under its seccomp
-        //     filter, and QEMU under its -sandbox: the kernel says so for both.
+        // 3b. All of that went through our virtio-gpu backend on the device thread and
+        //     spice-server's worker thread, each under its seccomp allow-list, and QEMU
+        //     under its -sandbox: the kernel says so for all three.
         let status = try vm.status()
         let sandbox = try #require(status["sandbox"], "status has no sandbox: \(status)")
         #expect(sandbox["qemu"]?["seccomp-mode"]?.int64Value == 2, "QEMU: \(sandbox)")
-        let worker = sandbox["threads"]?.arrayValue?.first { $0["thread"]?.stringValue == "SPICE Worker" }
-        let tid = try #require(worker?["tid"]?.int64Value, "no filtered SPICE Worker in \(sandbox)")
         let hostvmmPID = try #require(status["pids"]?["hostvmm"]?.int64Value)
-        let taskStatus = try String(contentsOfFile: "/proc/\(hostvmmPID)/task/\(tid)/status", encoding: .utf8)
-        #expect(taskStatus.contains("Seccomp:\t2"), "worker thread \(tid): \(taskStatus)")
-        #expect(taskStatus.contains("Name:\tSPICE Worker"), "thread \(tid) is not spice's worker")
-        // hostvmm itself (the vhost-user devices parse guest data on its main loop) may start
-        // no process or program and open no network socket once QEMU runs.
+        for thread in ["SPICE Worker", "hostvmm-devices"] {
+            let entry = sandbox["threads"]?.arrayValue?.first { $0["thread"]?.stringValue == thread }
+            let tid = try #require(entry?["tid"]?.int64Value, "no filtered \(thread) in \(sandbox)")
+            let taskStatus = try String(contentsOfFile: "/proc/\(hostvmmPID)/task/\(tid)/status", encoding: .utf8)
+            #expect(taskStatus.contains("Seccomp:\t2"), "\(thread) thread \(tid): \(taskStatus)")
+            #expect(taskStatus.contains("Name:\t\(thread)"), "thread \(tid) is not \(thread)")
+        }
+        // hostvmm as a whole may start no process or program and open no network socket
+        // once QEMU runs; the device thread may open no file and no socket at all.
         #expect(sandbox["hostvmm"]?["seccomp-mode"]?.int64Value == 2, "hostvmm: \(sandbox)")
         let probe = try ControlClient(vmName: vm.name, state: StateDirectory(path: vm.stateDir)).execute("sandbox-probe")
         for call in ["fork", "posix_spawn", "execve", "socket-inet"] {
             #expect(probe[call]?.int64Value == Int64(EPERM), "\(call) on hostvmm's main loop: \(JSONWriter.string(probe))")
         }
         #expect(probe["socket-unix"]?.int64Value == 0, "unix sockets must stay: \(JSONWriter.string(probe))")
+        #expect(probe["device-thread"]?["filtered"]?.boolValue == true, "\(JSONWriter.string(probe))")
+        for call in ["open", "socket-unix"] {
+            #expect(probe["device-thread"]?[call]?.int64Value == Int64(EPERM),
+                    "\(call) on the device thread: \(JSONWriter.string(probe))")
+        }
 
         // 4. A band of rows rewritten: only those rows change (partial damage).
         try vm.putFile("/tmp/band.raw", Self.patternBytes(stride: stride, rows: 300..<400, variant: 1))

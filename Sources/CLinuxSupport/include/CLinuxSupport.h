@@ -56,4 +56,7 @@ int clinux_memfd_create(const char *name, unsigned int flags);
 /// malloc_trim(0): gives freed heap memory back to the system (Swift cannot see malloc.h).
 void clinux_release_free_memory(void);
 
+/// prctl(PR_SET_NAME): names the calling thread (at most 15 bytes are kept).
+int clinux_set_thread_name(const char *name);
+
 #endif

@@ -9,15 +9,20 @@ import VirtioSound
 /// The VM's sound (issue #12): our virtio-snd device, served over vhost-user
 /// (QEMU's `vhost-user-snd-pci` connects to `sound.sock`), and where its
 /// streams go: SPICE's playback and record channels and/or the host's
-/// PulseAudio. Everything runs on the VM's loop, which is also the SPICE
-/// server's; libpulse keeps its own thread (PulseAudioConnection).
-final class VMAudio: VirtioSoundHost {
+/// PulseAudio. The device runs on the device thread (SoundDeviceHost there);
+/// this object, SPICE's channels and the client's volume belong to the VM's
+/// loop, which is also the SPICE server's; libpulse keeps its own thread
+/// (PulseAudioConnection).
+final class VMAudio {
     let device: VirtioSoundDevice
     let backend: VhostUserBackend
+    let socketPath: String
     let spice: SpiceAudio?
     let pulse: PulseAudioConnection?
+    /// The device thread's half.
+    let deviceHost: SoundDeviceHost
     private let loop: EventLoop
-    private var timer: TimerHandle?
+    private var captureTimer: TimerHandle?
     /// The SPICE client's playback volume and mute (VD_AGENT_AUDIO_VOLUME_SYNC through
     /// our guest agent), applied to what the guest plays, as spice-vdagent applies it to
     /// the guest's mixer. spice-gtk sends GStreamer's cubic volume (0...65535 for
@@ -51,18 +56,114 @@ final class VMAudio: VirtioSoundHost {
         return out
     }
 
-    /// Period of the device's clock: SPICE's 10 ms frame.
+    /// Period of the device's clock and of the microphone's refill: SPICE's 10 ms frame.
     static let tickMs: UInt64 = 10
-    var onStream: (VirtioSound.Direction, Bool) -> Void = { _, _ in }
+    /// Stream started or stopped, with the event's data (read on the device thread).
+    var onStream: (VirtioSound.Direction, Bool, JSONObject) -> Void = { _, _, _ in }
 
-    init(device: VirtioSoundDevice, backend: VhostUserBackend, spice: SpiceAudio?, pulse: PulseAudioConnection?,
-         loop: EventLoop)
+    init(device: VirtioSoundDevice, backend: VhostUserBackend, socketPath: String, deviceHost: SoundDeviceHost,
+         spice: SpiceAudio?, pulse: PulseAudioConnection?, loop: EventLoop)
     {
         self.device = device
         self.backend = backend
+        self.socketPath = socketPath
+        self.deviceHost = deviceHost
         self.spice = spice
         self.pulse = pulse
         self.loop = loop
+    }
+
+    // MARK: - From the device thread
+
+    func streamChanged(direction: VirtioSound.Direction, running: Bool, event: JSONObject) {
+        switch direction {
+        case .output:
+            if running { spice?.startPlayback() } else { spice?.stopPlayback() }
+            pulse?.setPlayback(running: running)
+        case .input:
+            if running { spice?.startRecord() } else { spice?.stopRecord() }
+            pulse?.setRecord(running: running)
+            if running { startCapture() } else { stopCapture() }
+        }
+        onStream(direction, running, event)
+    }
+
+    func play(_ samples: [Int16]) {
+        let scaled = Self.apply(playbackGain, to: samples)
+        spice?.play(scaled)
+        pulse?.play(scaled)
+    }
+
+    // MARK: - The microphone
+
+    /// Every 10 ms while the guest records: a SPICE client's microphone while one has its
+    /// record channel open, else PulseAudio's, into the device thread's buffer.
+    private func startCapture() {
+        guard captureTimer == nil else { return }
+        captureTimer = loop.schedule(afterMilliseconds: Self.tickMs) { [weak self] in
+            guard let self, self.captureTimer != nil else { return }
+            self.captureTimer = nil
+            let frames = Int(HostPCM.rate) * Int(Self.tickMs) / 1000
+            let samples: [Int16]
+            if let spice = self.spice, spice.recordClients > 0 {
+                samples = spice.record(frames: frames)
+            } else {
+                samples = self.pulse?.capture(frames: frames) ?? []
+            }
+            self.deviceHost.microphone.append(samples)
+            self.startCapture()
+        }
+    }
+
+    func stopCapture() {
+        loop.cancel(captureTimer)
+        captureTimer = nil
+        deviceHost.microphone.clear()
+    }
+}
+
+/// Samples the VM's loop captured, waiting for the device thread's clock to take them.
+/// Bounded: past `maxSamples` the oldest go (a device that stopped taking them).
+final class CaptureBuffer: @unchecked Sendable {
+    static let maxSamples = Int(HostPCM.rate) * HostPCM.channels / 10  // 100 ms
+    private let lock = Monitor()
+    private var samples: [Int16] = []
+
+    func append(_ more: [Int16]) {
+        guard !more.isEmpty else { return }
+        lock.withLock {
+            samples += more
+            if samples.count > Self.maxSamples { samples.removeFirst(samples.count - Self.maxSamples) }
+        }
+    }
+
+    /// Up to `frames` stereo frames.
+    func take(frames: Int) -> [Int16] {
+        lock.withLock {
+            let n = min(samples.count, frames * HostPCM.channels)
+            defer { samples.removeFirst(n) }
+            return Array(samples.prefix(n))
+        }
+    }
+
+    func clear() { lock.withLock { samples.removeAll() } }
+}
+
+/// The virtio-snd device's host on the device thread: its 10 ms clock, and the
+/// streams' starts, stops and sound handed to the VM's loop (VMAudio).
+final class SoundDeviceHost: VirtioSoundHost {
+    private unowned let device: VirtioSoundDevice
+    private let deviceLoop: EventLoop
+    private let vmLoop: EventLoop
+    private var timer: TimerHandle?
+    let microphone = CaptureBuffer()
+    /// Set once, on the VM's loop, before the backend listens.
+    weak var audio: VMAudio?
+
+    init(device: VirtioSoundDevice, deviceLoop: EventLoop, vmLoop: EventLoop) {
+        self.device = device
+        self.deviceLoop = deviceLoop
+        self.vmLoop = vmLoop
         device.host = self
         device.clock = { EventLoop.now() }
         device.onTicksNeeded = { [unowned self] needed in needed ? self.startClock() : self.stopClock() }
@@ -74,78 +175,66 @@ final class VMAudio: VirtioSoundHost {
     }
 
     private func scheduleTick() {
-        timer = loop.schedule(afterMilliseconds: Self.tickMs) { [weak self] in
+        timer = deviceLoop.schedule(afterMilliseconds: VMAudio.tickMs) { [weak self] in
             guard let self, self.timer != nil else { return }
             self.device.tick(now: EventLoop.now())
             if self.device.needsTicks { self.scheduleTick() } else { self.timer = nil }
         }
     }
 
-    private func stopClock() {
-        loop.cancel(timer)
+    func stopClock() {
+        deviceLoop.cancel(timer)
         timer = nil
     }
 
-    func close() {
-        stopClock()
-        backend.close()
-    }
-
-    // MARK: - VirtioSoundHost
-
     func streamChanged(direction: VirtioSound.Direction, running: Bool) {
-        switch direction {
-        case .output:
-            if running { spice?.startPlayback() } else { spice?.stopPlayback() }
-            pulse?.setPlayback(running: running)
-        case .input:
-            if running { spice?.startRecord() } else { spice?.stopRecord() }
-            pulse?.setRecord(running: running)
+        let stream = device.streamStatus[direction == .output ? VirtioSoundDevice.outputStream : VirtioSoundDevice.inputStream]
+        var event: JSONObject = ["stream": .string(direction == .output ? "playback" : "capture"), "running": .bool(running)]
+        if let p = stream.parameters {
+            event["format"] = .string(p.format.description)
+            event["rate"] = .int(Int64(p.rate.hertz))
+            event["channels"] = .int(Int64(p.channels))
         }
-        onStream(direction, running)
+        let audio = LoopBound(value: self.audio)
+        vmLoop.hop { audio.value?.streamChanged(direction: direction, running: running, event: event) }
     }
 
     func play(_ samples: [Int16]) {
-        let scaled = Self.apply(playbackGain, to: samples)
-        spice?.play(scaled)
-        pulse?.play(scaled)
+        let audio = LoopBound(value: self.audio)
+        vmLoop.hop { audio.value?.play(samples) }
     }
 
-    /// The microphone: a SPICE client's while one has its record channel open, else PulseAudio's.
-    func capture(frames: Int) -> [Int16] {
-        if let spice, spice.recordClients > 0 { return spice.record(frames: frames) }
-        return pulse?.capture(frames: frames) ?? []
-    }
+    /// What the VM's loop has captured so far (the device fills the rest with silence).
+    func capture(frames: Int) -> [Int16] { microphone.take(frames: frames) }
 }
 
 extension VirtualMachine {
     /// Listens on the sound socket; after startSpice, before QEMU starts (it connects at once).
     func startAudio() throws {
         let setup = config.audio
-        let device = VirtioSoundDevice()
-        let backend = VhostUserBackend(name: "sound", device: device, loop: loop)
-        backend.onLog = { [unowned self] line in self.onLog(line) }
-        backend.onBroken = { [unowned self] reason in
-            self.emit(VMEvent(name: "audio-broken", data: ["reason": .string(reason)]))
-        }
-        device.onLog = { [unowned self] line in self.onLog(line) }
         let spiceAudio = setup.spice ? spice.map { SpiceAudio(server: $0) } : nil
         let pulse = startPulse(setup)
-        let audio = VMAudio(device: device, backend: backend, spice: spiceAudio, pulse: pulse, loop: loop)
-        audio.onStream = { [unowned self, unowned device] direction, running in
-            let stream = device.streamStatus[direction == .output ? VirtioSoundDevice.outputStream : VirtioSoundDevice.inputStream]
-            var data: JSONObject = [
-                "stream": .string(direction == .output ? "playback" : "capture"), "running": .bool(running),
-            ]
-            if let p = stream.parameters {
-                data["format"] = .string(p.format.description)
-                data["rate"] = .int(Int64(p.rate.hertz))
-                data["channels"] = .int(Int64(p.channels))
+        let vmLoop = loop
+        let deviceLoop = devices?.loop ?? loop
+        let path = state.soundSocket
+        let (device, backend, host) = try setUpOnDevices { [unowned self] in
+            let device = VirtioSoundDevice()
+            let backend = VhostUserBackend(name: "sound", device: device, loop: deviceLoop)
+            backend.onLog = { line in vmLoop.hop { self.onLog(line) } }
+            backend.onBroken = { reason in
+                vmLoop.hop { self.emit(VMEvent(name: "audio-broken", data: ["reason": .string(reason)])) }
             }
-            self.emit(VMEvent(name: "audio-stream", data: data))
+            device.onLog = { line in vmLoop.hop { self.onLog(line) } }
+            return (device, backend, SoundDeviceHost(device: device, deviceLoop: deviceLoop, vmLoop: vmLoop))
         }
-        try backend.listen(path: state.soundSocket)
+        let audio = VMAudio(device: device, backend: backend, socketPath: path, deviceHost: host, spice: spiceAudio,
+                            pulse: pulse, loop: loop)
+        audio.onStream = { [unowned self] _, _, data in self.emit(VMEvent(name: "audio-stream", data: data)) }
         self.audio = audio
+        try setUpOnDevices {
+            host.audio = audio  // a weak reference, only ever handed back to the VM's loop
+            try backend.listen(path: path)
+        }
         let outputs = [spiceAudio != nil ? "SPICE" : nil, pulse != nil ? "PulseAudio" : nil].compactMap { $0 }
         onLog("audio: virtio-snd; sound goes to \(outputs.isEmpty ? "nowhere (no SPICE, no PulseAudio)" : outputs.joined(separator: " and "))")
     }
@@ -201,35 +290,52 @@ extension VirtualMachine {
         return true
     }
 
-    func stopAudio() {
-        audio?.close()
-        audio = nil
-    }
-
     /// `audio-debug-corrupt` (HOSTVMM_TEST_HOOKS=1 only): {"requests": N} alters the next N
     /// control requests, {"transfers": N} the next N playback transfers (VirtioSoundDevice
     /// says how), {"chain": true} turns the next tx descriptor chain the guest offers into
     /// a loop, which breaks the device until the guest resets it.
-    func audioDebugCorrupt(_ args: JSONObject) -> Result<JSONValue, ControlError> {
-        guard Self.testHooksEnabled else { return .failure(.commandNotFound("audio-debug-corrupt")) }
-        guard let audio else { return .failure(.generic("this VM has no sound device (it was started with --audio none)")) }
-        if let n = args["requests"]?.int64Value { audio.device.corruptNextRequests = Int(max(0, min(n, 1000))) }
-        if let n = args["transfers"]?.int64Value { audio.device.corruptNextTransfers = Int(max(0, min(n, 1000))) }
-        var out: JSONObject = [
-            "requests": .int(Int64(audio.device.corruptNextRequests)),
-            "transfers": .int(Int64(audio.device.corruptNextTransfers)),
-        ]
-        if args["chain"]?.boolValue == true {
-            audio.backend._corruptChainAtNextKickForTesting(queue: VirtioSound.txQueue)
-            out["chain"] = .bool(true)
-        }
-        return .success(.object(out))
+    func audioDebugCorrupt(_ args: JSONObject, _ done: @escaping (Result<JSONValue, ControlError>) -> Void) {
+        guard Self.testHooksEnabled else { return done(.failure(.commandNotFound("audio-debug-corrupt"))) }
+        guard let audio else { return done(.failure(.generic("this VM has no sound device (it was started with --audio none)"))) }
+        let device = audio.device, backend = audio.backend
+        onDevices({ () -> JSONObject in
+            if let n = args["requests"]?.int64Value { device.corruptNextRequests = Int(max(0, min(n, 1000))) }
+            if let n = args["transfers"]?.int64Value { device.corruptNextTransfers = Int(max(0, min(n, 1000))) }
+            var out: JSONObject = [
+                "requests": .int(Int64(device.corruptNextRequests)),
+                "transfers": .int(Int64(device.corruptNextTransfers)),
+            ]
+            if args["chain"]?.boolValue == true {
+                backend._corruptChainAtNextKickForTesting(queue: VirtioSound.txQueue)
+                out["chain"] = .bool(true)
+            }
+            return out
+        }) { out in done(.success(.object(out))) }
     }
 
-    func audioStatusJSON() -> JSONValue {
-        guard let audio else { return .object(["enabled": .bool(false)]) }
+    /// `query-audio`: the device's figures read on the device thread, SPICE's and PulseAudio's here.
+    func audioStatus(_ done: @escaping (JSONValue) -> Void) {
+        guard let audio else { return done(.object(["enabled": .bool(false)])) }
+        let device = audio.device, backend = audio.backend
+        onDevices({ () -> JSONObject in
+            var out: JSONObject = [
+                "connected": .bool(backend.isConnected), "streams": .array(Self.streamsJSON(device.streamStatus)),
+                "bad-requests": .int(Int64(device.badRequests)),
+            ]
+            if let e = device.lastError { out["last-error"] = .string(e) }
+            if let reason = backend.brokenReason { out["broken"] = .string(reason) }
+            return out
+        }) { [weak audio] deviceFigures in
+            guard let audio else { return done(.object(["enabled": .bool(false)])) }
+            var out = Self.audioStatusJSON(audio)
+            for member in deviceFigures.members { out[member.key] = member.value }
+            done(.object(out))
+        }
+    }
+
+    static func streamsJSON(_ status: [VirtioSoundDevice.StreamStatus]) -> [JSONValue] {
         var streams: [JSONValue] = []
-        for s in audio.device.streamStatus {
+        for s in status {
             var info: JSONObject = [
                 "id": .int(Int64(s.id)), "direction": .string(s.direction == .output ? "playback" : "capture"),
                 "state": .string(s.state), "queued-bytes": .int(Int64(s.queuedBytes)),
@@ -245,6 +351,10 @@ extension VirtualMachine {
             }
             streams.append(.object(info))
         }
+        return streams
+    }
+
+    static func audioStatusJSON(_ audio: VMAudio) -> JSONObject {
         var sinks: JSONObject = [:]
         if let spice = audio.spice {
             sinks["spice"] = .object([
@@ -269,14 +379,9 @@ extension VirtualMachine {
             guard let v else { continue }
             volume[name] = .object(["mute": .bool(v.mute), "volume": .array(v.volumes.map { .int(Int64($0)) })])
         }
-        var out: JSONObject = [
-            "enabled": .bool(true), "connected": .bool(audio.backend.isConnected), "streams": .array(streams),
-            "client-volume": .object(volume),
+        return [
+            "enabled": .bool(true), "client-volume": .object(volume),
             "sinks": .object(sinks), "host-format": "S16_LE 48000 Hz 2 ch",
-            "bad-requests": .int(Int64(audio.device.badRequests)),
         ]
-        if let e = audio.device.lastError { out["last-error"] = .string(e) }
-        if let reason = audio.backend.brokenReason { out["broken"] = .string(reason) }
-        return .object(out)
     }
 }

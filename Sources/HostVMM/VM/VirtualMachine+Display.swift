@@ -7,32 +7,54 @@ import VirtioGPU
 import ThreadSandbox
 
 /// The virtio-gpu of `--display` and where its frames go.
+///
+/// Threads: `device` and `backend` live on the device thread, which calls the
+/// sink methods; the frame and cursor calls go straight to SpiceDisplay (they
+/// only queue, under its locks). A new scanout size goes to the VM's loop,
+/// where SPICE's primary surface is remade, and then back for a full frame.
+/// `console`, `resizesSignalled` and `preferredSize` belong to the VM's loop.
 final class GPUDisplay: VirtioGPUDisplaySink {
     let device: VirtioGPUDevice
     let backend: VhostUserBackend
+    let socketPath: String
     /// nil with --no-spice: the guest still gets its GPU, nobody sees it.
     let spice: SpiceDisplay?
     /// How a client's window size reaches the running guest (nil: QEMU has no D-Bus display).
     var console: QEMUDisplayConsole?
     /// Sizes QEMU passed on to the guest (`hostvmm display` shows it).
     var resizesSignalled = 0
+    /// The size a client asked for; the device's own copy answers the guest.
+    var preferredSize = VirtioGPUDevice.defaultSize
+    private let vmLoop: EventLoop
+    private let deviceLoop: EventLoop
     var log: (String) -> Void = { _ in }
 
-    init(device: VirtioGPUDevice, backend: VhostUserBackend, spice: SpiceDisplay?) {
+    init(device: VirtioGPUDevice, backend: VhostUserBackend, socketPath: String, spice: SpiceDisplay?,
+         vmLoop: EventLoop, deviceLoop: EventLoop)
+    {
         self.device = device
         self.backend = backend
+        self.socketPath = socketPath
         self.spice = spice
+        self.vmLoop = vmLoop
+        self.deviceLoop = deviceLoop
     }
 
-    // All on the VM's loop thread, which is also the SPICE server's loop.
+    // Device thread.
 
     func scanoutChanged(width: Int, height: Int) {
         // 0 x 0 (scanout disabled): keep the last picture, as QEMU's displays do.
         guard let spice, width > 0, height > 0 else { return }
-        do {
-            try spice.resize(width: width, height: height)
-        } catch {
-            log("display: cannot resize the SPICE primary to \(width)x\(height): \(error)")
+        // SPICE's surface is remade on its loop; frames flushed meanwhile are clipped to
+        // the old size, so the device presents the whole new scanout once it is done.
+        vmLoop.hop { [weak self] in
+            guard let self else { return }
+            do {
+                try spice.resize(width: width, height: height)
+            } catch {
+                self.log("display: cannot resize the SPICE primary to \(width)x\(height): \(error)")
+            }
+            self.deviceLoop.hop { [weak self] in self?.device.presentScanout() }
         }
     }
 
@@ -55,29 +77,24 @@ final class GPUDisplay: VirtioGPUDisplaySink {
 extension VirtualMachine {
     /// Listens on the GPU socket; after startSpice, before QEMU starts (it connects at once).
     func startDisplay() throws {
-        let device = VirtioGPUDevice()
-        let backend = VhostUserBackend(name: "gpu", device: device, loop: loop)
-        backend.onLog = { [unowned self] line in self.onLog(line) }
-        backend.onBroken = { [unowned self] reason in
-            self.emit(VMEvent(name: "display-broken", data: ["reason": .string(reason)]))
-        }
-        device.onLog = { [unowned self] line in self.onLog(line) }
         var spiceDisplay: SpiceDisplay?
         if let spice {
-            let (w, h) = device.preferredSize
+            let (w, h) = VirtioGPUDevice.defaultSize
             // Before the display: adding it starts spice-server's worker thread.
             SpiceDisplay.workerSandbox = config.sandbox ? ThreadSandbox.spiceWorker : nil
             let made = try SpiceDisplay(server: spice, width: w, height: h)
             // A client's window size: what GET_DISPLAY_INFO and the EDID report from now
             // on; QEMU's D-Bus console then makes the guest ask (QEMUDisplayConsole).
-            made.onClientMonitorsConfig = { [unowned self, weak device] monitors in
-                guard let device, let m = monitors.first, m.width >= 320, m.height >= 200, m.width <= 8192,
-                    m.height <= 8192
+            made.onClientMonitorsConfig = { [unowned self] monitors in
+                guard let display = self.display, let m = monitors.first, m.width >= 320, m.height >= 200,
+                    m.width <= 8192, m.height <= 8192
                 else { return }
                 let size = (width: Int(m.width), height: Int(m.height))
-                guard size != device.preferredSize else { return }  // spice-gtk repeats itself
-                device.preferredSize = size
-                if let console = self.display?.console, console.isOpen {
+                guard size != display.preferredSize else { return }  // spice-gtk repeats itself
+                display.preferredSize = size
+                let device = display.device
+                self.onDevices { device.preferredSize = size }
+                if let console = display.console, console.isOpen {
                     self.onLog("display: client asks for \(size.width)x\(size.height); telling the guest")
                     console.setSize(width: size.width, height: size.height)
                 } else {
@@ -86,11 +103,24 @@ extension VirtualMachine {
             }
             spiceDisplay = made
         }
-        let gpu = GPUDisplay(device: device, backend: backend, spice: spiceDisplay)
-        gpu.log = { [unowned self] line in self.onLog(line) }
-        device.sink = gpu
-        try backend.listen(path: state.gpuSocket)
-        display = gpu
+        let vmLoop = loop
+        let deviceLoop = devices?.loop ?? loop
+        let path = state.gpuSocket
+        display = try setUpOnDevices { [unowned self] in
+            let device = VirtioGPUDevice()
+            let backend = VhostUserBackend(name: "gpu", device: device, loop: deviceLoop)
+            backend.onLog = { line in vmLoop.hop { self.onLog(line) } }
+            backend.onBroken = { reason in
+                vmLoop.hop { self.emit(VMEvent(name: "display-broken", data: ["reason": .string(reason)])) }
+            }
+            device.onLog = { line in vmLoop.hop { self.onLog(line) } }
+            let gpu = GPUDisplay(device: device, backend: backend, socketPath: path, spice: spiceDisplay,
+                                 vmLoop: vmLoop, deviceLoop: deviceLoop)
+            gpu.log = { line in self.onLog(line) }  // called on the VM's loop
+            device.sink = gpu
+            try backend.listen(path: path)
+            return gpu
+        }
     }
 
     /// Once QMP is up (`--display` with QEMU's D-Bus display): hands QEMU one end of
@@ -132,36 +162,41 @@ extension VirtualMachine {
         }
         close(pair[1])  // QEMU has its own copy once getfd's message is sent (or none if it failed)
         // A size asked for before QEMU was there.
-        let size = display.device.preferredSize
+        let size = display.preferredSize
         if size != VirtioGPUDevice.defaultSize { console.setSize(width: size.width, height: size.height) }
-    }
-
-    func stopDisplay() {
-        display?.console?.close()
-        display?.backend.close()
-        display?.spice?.close()
-        display = nil
     }
 
     /// `display-debug-corrupt` (HOSTVMM_TEST_HOOKS=1 only): the next `count` transfers and
     /// flushes the guest sends are made hostile (bad resource id, rectangle or offset).
-    func displayDebugCorrupt(_ args: JSONObject) -> Result<JSONValue, ControlError> {
-        guard Self.testHooksEnabled else { return .failure(.commandNotFound("display-debug-corrupt")) }
-        guard let display else { return .failure(.generic("this VM has no display (it was started with --no-display)")) }
-        let count = Int(args["count"]?.int64Value ?? 1)
-        display.device.corruptNextRequests = max(0, min(count, 1000))
-        return .success(.object(["armed": .int(Int64(display.device.corruptNextRequests))]))
+    func displayDebugCorrupt(_ args: JSONObject, _ done: @escaping (Result<JSONValue, ControlError>) -> Void) {
+        guard Self.testHooksEnabled else { return done(.failure(.commandNotFound("display-debug-corrupt"))) }
+        guard let display else { return done(.failure(.generic("this VM has no display (it was started with --no-display)"))) }
+        let count = max(0, min(Int(args["count"]?.int64Value ?? 1), 1000))
+        let device = display.device
+        onDevices({ device.corruptNextRequests = count; return count }) { armed in
+            done(.success(.object(["armed": .int(Int64(armed))])))
+        }
     }
 
-    func displayStatusJSON() -> JSONValue {
-        guard let display else { return .object(["enabled": .bool(false)]) }
-        let s = display.device.stats
+    /// `query-display`: the device's figures read on the device thread, the rest here.
+    func displayStatus(_ done: @escaping (JSONValue) -> Void) {
+        guard let display else { return done(.object(["enabled": .bool(false)])) }
+        let device = display.device, backend = display.backend
+        onDevices({ (device.stats, backend.isConnected, backend.brokenReason) }) { [weak display] figures in
+            guard let display else { return done(.object(["enabled": .bool(false)])) }
+            done(Self.displayStatusJSON(display, stats: figures.0, connected: figures.1, broken: figures.2))
+        }
+    }
+
+    static func displayStatusJSON(_ display: GPUDisplay, stats s: VirtioGPUDevice.Stats, connected: Bool, broken: String?)
+        -> JSONValue
+    {
         var info: JSONObject = [
             "enabled": .bool(true),
-            "connected": .bool(display.backend.isConnected),
+            "connected": .bool(connected),
             "scanout": .object(["width": .int(Int64(s.scanoutWidth)), "height": .int(Int64(s.scanoutHeight))]),
-            "preferred": .object(["width": .int(Int64(display.device.preferredSize.width)),
-                                  "height": .int(Int64(display.device.preferredSize.height))]),
+            "preferred": .object(["width": .int(Int64(display.preferredSize.width)),
+                                  "height": .int(Int64(display.preferredSize.height))]),
             "commands": .int(Int64(s.commands)),
             "errors": .int(Int64(s.errors)),
             "transfers": .int(Int64(s.transfers)),
@@ -173,7 +208,7 @@ extension VirtualMachine {
             "resource-bytes": .int(Int64(s.hostBytes)),
         ]
         if let e = s.lastError { info["last-error"] = .string(e) }
-        if let reason = display.backend.brokenReason { info["broken"] = .string(reason) }
+        if let reason = broken { info["broken"] = .string(reason) }
         info["live-resize"] = .bool(display.console?.isOpen == true)
         info["resizes-signalled"] = .int(Int64(display.resizesSignalled))
         if let spice = display.spice {

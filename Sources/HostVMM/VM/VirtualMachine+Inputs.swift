@@ -5,45 +5,55 @@ import VirtioCore
 import VirtioInput
 
 /// One virtio-input device of the VM and the vhost-user backend serving it.
+/// Both live on the device thread (VirtualMachine+Devices); the VM's loop holds
+/// the reference and hands work over.
 struct InputDevice {
     let device: VirtioInputDevice
     let backend: VhostUserBackend
+    let socketPath: String
 }
 
 /// The virtio keyboard, tablet and mouse (issue #7; off with `--no-inputs`): hostvmm serves each
 /// over vhost-user on a socket in the state directory; QEMU's
 /// `vhost-user-input-pci` connects to it. Input comes from the control API
-/// (`input-send`) today and from SpiceBridge's inputs channel later; both run
-/// on the VM's event loop, where the backends run.
+/// (`input-send`) and from SpiceBridge's inputs channel, both on the VM's loop,
+/// which hands it to the device thread, where the backends run.
 extension VirtualMachine {
     /// Test hooks (`input-debug-corrupt`) exist only when hostvmm runs with this set to 1.
     static let testHooksEnabled = ProcessInfo.processInfo.environment["HOSTVMM_TEST_HOOKS"] == "1"
 
     /// Listens on the devices' sockets; must run before QEMU starts (it connects at once).
     func startInputs() throws {
+        let vmLoop = loop
+        let deviceLoop = devices?.loop ?? loop
         for flavour in VirtioInputDevice.Flavour.allCases {
             let name = flavour.rawValue
-            let device = VirtioInputDevice(flavour: flavour, serial: "hostvmm-\(config.name)-\(name)")
-            let backend = VhostUserBackend(name: "input-\(name)", device: device, loop: loop)
-            backend.onLog = { [unowned self] line in self.onLog(line) }
-            backend.onBroken = { [unowned self] reason in
-                self.emit(VMEvent(name: "input-broken", data: ["device": .string(name), "reason": .string(reason)]))
+            let path = state.inputSocket(name)
+            let serial = "hostvmm-\(config.name)-\(name)"
+            inputs[name] = try setUpOnDevices { [unowned self] in
+                let device = VirtioInputDevice(flavour: flavour, serial: serial)
+                let backend = VhostUserBackend(name: "input-\(name)", device: device, loop: deviceLoop)
+                backend.onLog = { line in vmLoop.hop { self.onLog(line) } }
+                backend.onBroken = { reason in
+                    vmLoop.hop {
+                        self.emit(VMEvent(name: "input-broken", data: ["device": .string(name), "reason": .string(reason)]))
+                    }
+                }
+                device.onStatus = { [unowned device] event in
+                    guard event.type == LinuxInput.evLED else { return }
+                    var bits: UInt32 = 0
+                    for (code, on) in device.leds where on && code < 32 { bits |= 1 << UInt32(code) }
+                    vmLoop.hop {
+                        if name == "keyboard" { self.keyboardLEDsChanged(linuxLEDBits: bits) }
+                        self.emit(VMEvent(name: "input-led", data: [
+                            "device": .string(name), "led": .string(Self.ledName(event.code)), "on": .bool(event.value != 0),
+                        ]))
+                    }
+                }
+                try backend.listen(path: path)
+                return InputDevice(device: device, backend: backend, socketPath: path)
             }
-            device.onStatus = { [unowned self] event in
-                guard event.type == LinuxInput.evLED else { return }
-                if name == "keyboard" { self.keyboardLEDsChanged() }
-                self.emit(VMEvent(name: "input-led", data: [
-                    "device": .string(name), "led": .string(Self.ledName(event.code)), "on": .bool(event.value != 0),
-                ]))
-            }
-            try backend.listen(path: state.inputSocket(name))
-            inputs[name] = InputDevice(device: device, backend: backend)
         }
-    }
-
-    func stopInputs() {
-        for input in inputs.values { input.backend.close() }
-        inputs = [:]
     }
 
     static func ledName(_ code: UInt16) -> String {
@@ -55,7 +65,13 @@ extension VirtualMachine {
         }
     }
 
-    func inputsStatusJSON() -> JSONValue {
+    /// `query-inputs`: read on the device thread, answered on the VM's loop.
+    func inputsStatus(_ done: @escaping (JSONValue) -> Void) {
+        let inputs = self.inputs
+        onDevices({ Self.inputsStatusJSON(inputs) }, then: done)
+    }
+
+    static func inputsStatusJSON(_ inputs: [String: InputDevice]) -> JSONValue {
         var out: JSONObject = [:]
         for (name, input) in inputs {
             var leds: JSONObject = [:]
@@ -74,13 +90,16 @@ extension VirtualMachine {
         return .object(["enabled": .bool(!inputs.isEmpty), "devices": .object(out)])
     }
 
-    /// `input-send` (protocol.md §2): one action on one device.
-    func inputSend(_ args: JSONObject) -> Result<JSONValue, ControlError> {
+    /// `input-send` (protocol.md §2): one action on one device, done on the device thread.
+    func inputSend(_ args: JSONObject, _ done: @escaping (Result<JSONValue, ControlError>) -> Void) {
         guard let name = args["device"]?.stringValue, let input = inputs[name] else {
-            return .failure(.generic(inputs.isEmpty ? "this VM has no input devices (it was started with --no-inputs)"
-                                     : "'device' must be one of \(inputs.keys.sorted().joined(separator: ", "))"))
+            return done(.failure(.generic(inputs.isEmpty ? "this VM has no input devices (it was started with --no-inputs)"
+                                          : "'device' must be one of \(inputs.keys.sorted().joined(separator: ", "))")))
         }
-        let d = input.device
+        onDevices({ Self.inputSend(args, to: input.device, name: name) }, then: done)
+    }
+
+    static func inputSend(_ args: JSONObject, to d: VirtioInputDevice, name: String) -> Result<JSONValue, ControlError> {
         if let key = args["key"]?.int64Value {
             guard let code = UInt16(exactly: key) else { return .failure(.generic("'key' must be a Linux key code")) }
             let action = args["action"]?.stringValue ?? "tap"
@@ -121,12 +140,13 @@ extension VirtualMachine {
     /// `input-debug-corrupt` (HOSTVMM_TEST_HOOKS=1 only): rewrites the next
     /// descriptor chain of a device's eventq in guest memory into a loop, as a
     /// hostile driver would, so tests can watch the device break alone.
-    func inputDebugCorrupt(_ args: JSONObject) -> Result<JSONValue, ControlError> {
-        guard Self.testHooksEnabled else { return .failure(.commandNotFound("input-debug-corrupt")) }
+    func inputDebugCorrupt(_ args: JSONObject, _ done: @escaping (Result<JSONValue, ControlError>) -> Void) {
+        guard Self.testHooksEnabled else { return done(.failure(.commandNotFound("input-debug-corrupt"))) }
         guard let name = args["device"]?.stringValue, let input = inputs[name] else {
-            return .failure(.generic("unknown input device"))
+            return done(.failure(.generic("unknown input device")))
         }
-        let done = input.backend._corruptNextChainForTesting(queue: VirtioInputDevice.eventQueue)
-        return .success(.object(["corrupted": .bool(done)]))
+        onDevices({ input.backend._corruptNextChainForTesting(queue: VirtioInputDevice.eventQueue) }) { corrupted in
+            done(.success(.object(["corrupted": .bool(corrupted)])))
+        }
     }
 }

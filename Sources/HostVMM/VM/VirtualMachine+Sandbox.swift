@@ -4,8 +4,9 @@ import SpiceBridge
 import ThreadSandbox
 
 /// seccomp (issue #16): QEMU under its own -sandbox (QEMUCommandLine.sandbox), hostvmm
-/// under ThreadSandbox.hostvmmProcess once QEMU runs, and spice-server's worker thread
-/// under ThreadSandbox.spiceWorker (set up with the display). --no-sandbox: none of them.
+/// under ThreadSandbox.hostvmmProcess once QEMU runs, spice-server's worker thread
+/// under ThreadSandbox.spiceWorker (set up with the display) and the device thread
+/// under ThreadSandbox.deviceBackends (VirtualMachine+Devices). --no-sandbox: none of them.
 extension VirtualMachine {
     func sandboxProcess() {
         let network = Self.needsNetwork(config.audio)
@@ -49,6 +50,9 @@ extension VirtualMachine {
         if let failure = SpiceDisplay.workerSandboxFailure {
             threads.append(.object(["thread": .string(ThreadSandbox.spiceWorker.name), "error": .string(failure.description)]))
         }
+        if let failure = deviceSandboxFailure {
+            threads.append(.object(["thread": .string(ThreadSandbox.deviceBackends.name), "error": .string(failure.description)]))
+        }
         return .object(["qemu": .object(qemu), "hostvmm": .object(process), "threads": .array(threads)])
     }
 
@@ -61,12 +65,34 @@ extension VirtualMachine {
         return nil
     }
 
-    /// `sandbox-probe` (HOSTVMM_TEST_HOOKS=1 only): on the main loop thread, where the
-    /// vhost-user devices parse guest data, tries what the process filter refuses and
-    /// reports the errno of each (0: allowed): fork, posix_spawn of /bin/true, an AF_INET
-    /// and an AF_UNIX socket, and execve (tried only once the filter is known to be on:
-    /// without it, execve would replace hostvmm).
-    func sandboxProbe() -> Result<JSONValue, ControlError> {
+    /// `sandbox-probe` (HOSTVMM_TEST_HOOKS=1 only): on the VM's loop thread, tries what
+    /// the process filter refuses and reports the errno of each (0: allowed): fork,
+    /// posix_spawn of /bin/true, an AF_INET and an AF_UNIX socket, and execve (tried only
+    /// once the filter is known to be on: without it, execve would replace hostvmm). Then,
+    /// under "device-thread", what the device thread's allow-list refuses there: opening a
+    /// file and an AF_UNIX socket (execve is left out: unfiltered, it would replace hostvmm).
+    func sandboxProbe(_ done: @escaping (Result<JSONValue, ControlError>) -> Void) {
+        switch sandboxProbeHere() {
+        case .failure(let error): done(.failure(error))
+        case .success(var out):
+            guard devices != nil else { return done(.success(.object(out))) }
+            onDevices({ () -> JSONObject in
+                var probe: JSONObject = ["filtered": .bool(ThreadSandbox.isAppliedOnThisThread)]
+                let file = open("/etc/hostname", O_RDONLY | O_CLOEXEC)
+                probe["open"] = .int(Int64(file < 0 ? errno : 0))
+                if file >= 0 { close(file) }
+                let unix = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+                probe["socket-unix"] = .int(Int64(unix < 0 ? errno : 0))
+                if unix >= 0 { close(unix) }
+                return probe
+            }) { probe in
+                out["device-thread"] = .object(probe)
+                done(.success(.object(out)))
+            }
+        }
+    }
+
+    private func sandboxProbeHere() -> Result<JSONObject, ControlError> {
         guard Self.testHooksEnabled else { return .failure(.commandNotFound("sandbox-probe")) }
         guard ThreadSandbox.processInstalled != nil else { return .failure(.generic("hostvmm runs without its filter")) }
         var out: JSONObject = [:]
@@ -89,6 +115,6 @@ extension VirtualMachine {
         let executed = execve("/bin/true", argv, environ)
         out["execve"] = .int(Int64(executed < 0 ? errno : 0))
         out["EPERM"] = .int(Int64(EPERM))
-        return .success(.object(out))
+        return .success(out)
     }
 }

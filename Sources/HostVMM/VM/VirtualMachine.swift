@@ -35,12 +35,16 @@ public final class VirtualMachine {
     var exitReason: String?
     /// Why hostvmm's own seccomp filter could not be installed (status shows it).
     var sandboxFailure: ThreadSandbox.Failure?
+    /// Why the device thread's filter could not be installed.
+    var deviceSandboxFailure: ThreadSandbox.Failure?
+    /// The thread the vhost-user device backends run on (VirtualMachine+Devices).
+    var devices: LoopThread?
     /// The last balloon target set through hostvmm.
     var balloonTarget: Int64?
     /// The embedded SPICE server (nil with --no-spice).
     var spice: SpiceServer?
     private var spiceAgentPortOpen = false
-    /// The virtio-input devices (--inputs), by name ("keyboard", "tablet").
+    /// The virtio-input devices (--inputs), by name ("keyboard", "tablet", "mouse").
     var inputs: [String: InputDevice] = [:]
     /// The virtio-gpu and its SPICE display (--display).
     var display: GPUDisplay?
@@ -99,6 +103,7 @@ public final class VirtualMachine {
         })
 
         if let setup = config.spice { try startSpice(setup) }
+        try startDeviceThread()
         if config.inputs { try startInputs() }
         if config.display { try startDisplay() }
         if config.audio.device { try startAudio() }
@@ -121,8 +126,14 @@ public final class VirtualMachine {
         }
         onLog("QEMU started (pid \(qemu!.pid)); console: \(state.consoleLog)")
         emit(VMEvent(name: "qemu-started", data: ["pid": .int(Int64(qemu!.pid))]))
-        // Every program hostvmm runs has run: from here on it may start none.
-        if config.sandbox { sandboxProcess() }
+        // Every program hostvmm runs has run: from here on it may start none. The process
+        // filter first: the kernel syncs it to every thread only while no thread has one of
+        // its own. The device thread's goes on top, milliseconds after QEMU starts, long
+        // before the guest's drivers reach the devices.
+        if config.sandbox {
+            sandboxProcess()
+            sandboxDeviceThread()
+        }
     }
 
     var secondsSinceLaunch: Double { Double(EventLoop.now() - launchTime) / 1000 }
@@ -277,12 +288,10 @@ public final class VirtualMachine {
         }
         emit(VMEvent(name: "qemu-exited", data: data))
         qmp?.close()
-        stopDisplay()
-        stopAudio()
+        stopDevices()
         stopUSBHost()
         usbRedirChannels = []
         spice = nil
-        stopInputs()
         // The overlay holds everything the guest wrote, usually on a tmpfs: gone with the VM.
         if config.rootDisk != nil { unlink(state.diskOverlay) }
         // QEMU's own listening sockets: it unlinks them when it exits, not when it is killed.
