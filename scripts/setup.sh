@@ -27,6 +27,8 @@ set -euo pipefail
 # Stock agents (issue #15): libvirt 11 from bookworm-backports (libvirtd, virtlogd, virsh, the
 # QEMU driver), each package named with its release so that nothing else (systemd) moves to
 # backports; the tests start the daemons themselves. dpkg-dev: scripts/build-agent-deb.sh.
+# gstreamer1.0-plugins-base: the appsrc and volume elements spice_audio.py gives spice-gtk as its sink
+# (without them spice-gtk reports no client volume to the guest agent).
 # spice-vdagent: Debian's SPICE agent daemons, run by the tests on the host under Xvfb.
 # Hardening (issue #16): libseccomp-dev for the seccomp filter on spice-server's worker thread.
 BACKPORTS_PACKAGES=(qemu-system-x86 qemu-guest-agent qemu-utils qemu-system-modules-opengl qemu-system-modules-spice)
@@ -35,7 +37,7 @@ BACKPORTS_PINNED=(libvirt0 libvirt-common libvirt-clients libvirt-daemon libvirt
 PACKAGES=(kmod busybox-static cpio xz-utils zstd python3 ca-certificates systemd debootstrap e2fsprogs tar
     libspice-server-dev pkg-config spice-client-gtk gir1.2-spiceclientglib-2.0 python3-gi python3-cryptography
     libx11-dev libxfixes-dev libxcb1-dev libxau-dev libxdmcp-dev xvfb xclip virt-viewer xdotool
-    libpulse-dev alsa-utils pulseaudio pulseaudio-utils sox python3-numpy
+    libpulse-dev alsa-utils pulseaudio pulseaudio-utils sox python3-numpy gstreamer1.0-plugins-base
     libusb-1.0-0-dev libusbredirhost-dev libusbredirparser-dev
     ovmf fdisk dosfstools mtools syslinux syslinux-common systemd-boot-efi isolinux xorriso dpkg-dev spice-vdagent
     libseccomp-dev)
