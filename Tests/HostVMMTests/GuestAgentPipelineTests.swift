@@ -27,7 +27,7 @@ import Testing
         #expect(String(decoding: lines[0], as: UTF8.self).contains("stray"))
         #expect(lines[1] == [0xFF] + Array(#"{"return": 77}"#.utf8))
 
-        FileManager.default.createFile(atPath: release, contents: nil)
+        _ = FileManager.default.createFile(atPath: release, contents: nil)
         c.send(#"{"execute":"guest-ping","id":"after"}"#)
         // The next line is the ping's: the thaw reply belonged to the abandoned epoch.
         #expect(try c.readLineText(timeout: 10) == #"{"return": {}, "id": "after"}"#)

@@ -219,12 +219,8 @@ extension VirtualMachine {
         let path = state.soundSocket
         let (device, backend, host) = try setUpOnDevices { [unowned self] in
             let device = VirtioSoundDevice()
-            let backend = VhostUserBackend(name: "sound", device: device, loop: deviceLoop)
-            backend.onLog = { line in vmLoop.hop { self.onLog(line) } }
-            backend.onBroken = { reason in
-                vmLoop.hop { self.emit(VMEvent(name: "audio-broken", data: ["reason": .string(reason)])) }
-            }
-            device.onLog = { line in vmLoop.hop { self.onLog(line) } }
+            let backend = self.makeBackend(name: "sound", device: device, brokenEvent: "audio-broken")
+            device.onLog = self.deviceLog
             return (device, backend, SoundDeviceHost(device: device, deviceLoop: deviceLoop, vmLoop: vmLoop))
         }
         let audio = VMAudio(device: device, backend: backend, socketPath: path, deviceHost: host, spice: spiceAudio,

@@ -2,6 +2,7 @@ import AgentProtocol
 import Glibc
 import LinuxSystem
 import ThreadSandbox
+import VirtioCore
 
 /// The device thread (issue #16): the vhost-user backends of the virtio keyboard,
 /// tablet, mouse, GPU and sound card run on an event loop of their own,
@@ -33,6 +34,29 @@ extension VirtualMachine {
             throw SystemError("device thread", "did not answer within 10 s", errno: ETIMEDOUT)
         }
         return try result.get()
+    }
+
+    /// A vhost-user backend for `device`, made on the device thread (inside
+    /// `setUpOnDevices`), whose log lines and breakage go to the VM's loop: the
+    /// breakage as the event `brokenEvent` with `brokenData` and the reason.
+    func makeBackend(name: String, device: VirtioDeviceBackend, brokenEvent: String, brokenData: JSONObject = [:])
+        -> VhostUserBackend
+    {
+        let vmLoop = loop
+        let backend = VhostUserBackend(name: name, device: device, loop: devices?.loop ?? loop)
+        backend.onLog = { [unowned self] line in vmLoop.hop { self.onLog(line) } }
+        backend.onBroken = { [unowned self] reason in
+            var data = brokenData
+            data["reason"] = .string(reason)
+            vmLoop.hop { self.emit(VMEvent(name: brokenEvent, data: data)) }
+        }
+        return backend
+    }
+
+    /// A log function for the device thread: lines go to the VM's loop.
+    var deviceLog: (String) -> Void {
+        let vmLoop = loop
+        return { [unowned self] line in vmLoop.hop { self.onLog(line) } }
     }
 
     /// Runs `work` on the device thread, then `done` with its result on the VM's loop.

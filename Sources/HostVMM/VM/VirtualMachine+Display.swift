@@ -108,12 +108,8 @@ extension VirtualMachine {
         let path = state.gpuSocket
         display = try setUpOnDevices { [unowned self] in
             let device = VirtioGPUDevice()
-            let backend = VhostUserBackend(name: "gpu", device: device, loop: deviceLoop)
-            backend.onLog = { line in vmLoop.hop { self.onLog(line) } }
-            backend.onBroken = { reason in
-                vmLoop.hop { self.emit(VMEvent(name: "display-broken", data: ["reason": .string(reason)])) }
-            }
-            device.onLog = { line in vmLoop.hop { self.onLog(line) } }
+            let backend = self.makeBackend(name: "gpu", device: device, brokenEvent: "display-broken")
+            device.onLog = self.deviceLog
             let gpu = GPUDisplay(device: device, backend: backend, socketPath: path, spice: spiceDisplay,
                                  vmLoop: vmLoop, deviceLoop: deviceLoop)
             gpu.log = { line in self.onLog(line) }  // called on the VM's loop

@@ -25,20 +25,14 @@ extension VirtualMachine {
     /// Listens on the devices' sockets; must run before QEMU starts (it connects at once).
     func startInputs() throws {
         let vmLoop = loop
-        let deviceLoop = devices?.loop ?? loop
         for flavour in VirtioInputDevice.Flavour.allCases {
             let name = flavour.rawValue
             let path = state.inputSocket(name)
             let serial = "hostvmm-\(config.name)-\(name)"
             inputs[name] = try setUpOnDevices { [unowned self] in
                 let device = VirtioInputDevice(flavour: flavour, serial: serial)
-                let backend = VhostUserBackend(name: "input-\(name)", device: device, loop: deviceLoop)
-                backend.onLog = { line in vmLoop.hop { self.onLog(line) } }
-                backend.onBroken = { reason in
-                    vmLoop.hop {
-                        self.emit(VMEvent(name: "input-broken", data: ["device": .string(name), "reason": .string(reason)]))
-                    }
-                }
+                let backend = self.makeBackend(name: "input-\(name)", device: device, brokenEvent: "input-broken",
+                                               brokenData: ["device": .string(name)])
                 device.onStatus = { [unowned device] event in
                     guard event.type == LinuxInput.evLED else { return }
                     var bits: UInt32 = 0
