@@ -7,7 +7,7 @@ use), so the figures compare the agents, not virtio or TCG. Measures:
   - round trips of guest-ping, guest-info and guest-get-osinfo, one client;
     the two agents take turns in batches of 100 so that machine noise hits both
   - peak resident memory (VmHWM) after the run
-  - binary size and the number of shared libraries it loads
+  - binary size, the same plus the shared libraries it loads, and their number
 With --guest, also guest-ping through the whole chain into a TCG guest
 (hostvmm's agent-ping, measured inside hostvmm).
 Reports medians, p99 and ours/qemu-ga ratios (below 1.0: we are faster/smaller).
@@ -108,9 +108,23 @@ class Agent:
             return int(next(l for l in f if l.startswith("VmHWM:")).split()[1])
 
 
-def shared_libraries(path):
+def shared_library_paths(path):
+    """The files ldd says `path` loads (none for a static executable)."""
     out = subprocess.run(["ldd", path], capture_output=True, text=True).stdout
-    return sum(1 for line in out.splitlines() if "=>" in line or line.strip().startswith("/"))
+    paths = []
+    for line in out.splitlines():
+        words = line.replace("=>", " ").split()
+        paths += [w for w in words if w.startswith("/")][:1]
+    return paths
+
+
+def shared_libraries(path):
+    return len(shared_library_paths(path))
+
+
+def installed_size_kib(path):
+    """The binary plus every shared library it loads: what a guest must carry to run it."""
+    return sum(os.path.getsize(os.path.realpath(p)) for p in [path] + shared_library_paths(path)) / 1024
 
 
 def median(xs):
@@ -186,6 +200,7 @@ def main():
         rows.append((f"{command} p99 (us)", p99(ours.samples[command]), p99(theirs.samples[command])))
     rows.append(("peak RSS, VmHWM (KiB)", rss[0], rss[1]))
     rows.append(("binary size (KiB)", os.path.getsize(args.agent) / 1024, os.path.getsize(args.qemu_ga) / 1024))
+    rows.append(("binary + shared libs (KiB)", installed_size_kib(args.agent), installed_size_kib(args.qemu_ga)))
     for label, a, b in rows:
         print(f"{label:30} {a:12.1f} {b:12.1f} {a / b:7.2f}")
     print(f"{'shared libraries loaded':30} {shared_libraries(args.agent):12d} {shared_libraries(args.qemu_ga):12d}")

@@ -38,8 +38,21 @@ public struct AgentBuild {
         let swift = ProcessInfo.processInfo.environment["SWIFT_EXEC_PATH"] ?? "/opt/swift/usr/bin/swift"
         let swiftPath = FileManager.default.isExecutableFile(atPath: swift) ? swift : "/usr/bin/swift"
         // --strip-debug: the guest needs no DWARF; symbols stay for backtraces.
-        let args = [swiftPath, "build", "-c", "release", "--static-swift-stdlib", "-Xswiftc", "-static-executable",
+        var args = [swiftPath, "build", "-c", "release", "--static-swift-stdlib", "-Xswiftc", "-static-executable",
                     "-Xlinker", "--strip-debug", "--product", "guest-agent", "--scratch-path", "\(root)/.build-guest"]
+        // Footprint (issue #17, docs/benchmarks.md): the agent uses no Regex, so _StringProcessing
+        // and _RegexParser (1.1 MB) stay out; one section per function lets the linker (gold,
+        // Swift's default on Linux) put the functions the agent runs side by side, listed in
+        // scripts/guest-agent.order (scripts/guest-agent-order.py makes it): the kernel maps
+        // code 64 KiB around each fault, so scattered hot code is what makes resident memory.
+        args += ["-Xswiftc", "-Xfrontend", "-Xswiftc", "-disable-implicit-string-processing-module-import",
+                 "-Xswiftc", "-Xfrontend", "-Xswiftc", "-function-sections"]
+        let order = "\(root)/scripts/guest-agent.order"
+        if FileManager.default.fileExists(atPath: order) {
+            args += ["-Xlinker", "--section-ordering-file=\(order)"]
+        } else {
+            log("building guest-agent: no \(order), so its hot functions are not placed together (more resident memory)")
+        }
         log("building guest-agent: swift build -c release --static-swift-stdlib -Xswiftc -static-executable (scratch .build-guest)")
         _ = try runTool(args, in: root)
         let binDir = try runTool(args + ["--show-bin-path"], in: root).trimmingCharacters(in: .whitespacesAndNewlines)

@@ -68,7 +68,7 @@ enum PowerCommands {
             let states = (FileIO.readLine("/sys/power/state") ?? "").split(separator: " ").map(String.init)
             var supported = states.contains(sysfsState)
             if let diskMode, supported {
-                supported = (FileIO.readLine("/sys/power/disk") ?? "").contains(diskMode)
+                supported = (FileIO.readLine("/sys/power/disk") ?? "").containsBytes(diskMode)
             }
             guard supported else { throw .generic("the requested suspend mode is not supported by the guest") }
             if FileIO.exists("/run/systemd/system"), access("/bin/systemctl", X_OK) == 0 {

@@ -82,12 +82,12 @@ enum DiskAddress {
     static func address(ofDisk name: String) -> JSONValue {
         let path = realPath("/sys/block/\(name)") ?? ""
         var busType = "unknown"
-        if path.contains("/virtio") && name.hasPrefix("vd") { busType = "virtio" }
-        else if path.contains("/nvme") { busType = "nvme" }
-        else if path.contains("/usb") { busType = "usb" }
-        else if path.contains("/ata") { busType = "sata" }
-        else if path.contains("/host") && path.contains("/target") { busType = "scsi" }
-        else if path.contains("/devices/virtual/") { busType = "virtual" }
+        if path.containsBytes("/virtio") && name.hasPrefix("vd") { busType = "virtio" }
+        else if path.containsBytes("/nvme") { busType = "nvme" }
+        else if path.containsBytes("/usb") { busType = "usb" }
+        else if path.containsBytes("/ata") { busType = "sata" }
+        else if path.containsBytes("/host") && path.containsBytes("/target") { busType = "scsi" }
+        else if path.containsBytes("/devices/virtual/") { busType = "virtual" }
         var pci = (domain: Int64(0), bus: Int64(0), slot: Int64(0), function: Int64(0))
         // The last "DDDD:BB:SS.F" component is the controller's PCI function.
         for component in path.split(separator: "/").reversed() {
