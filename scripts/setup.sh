@@ -30,6 +30,7 @@ set -euo pipefail
 # gstreamer1.0-plugins-base: the appsrc and volume elements spice_audio.py gives spice-gtk as its sink
 # (without them spice-gtk reports no client volume to the guest agent).
 # spice-vdagent: Debian's SPICE agent daemons, run by the tests on the host under Xvfb.
+# gdb: PanicEndToEndTests and Benchmarks/vmcore.py read a kernel symbol from vmcores (issue #17).
 # Hardening (issue #16): libseccomp-dev for the seccomp filter on spice-server's worker thread.
 BACKPORTS_PACKAGES=(qemu-system-x86 qemu-guest-agent qemu-utils qemu-system-modules-opengl qemu-system-modules-spice)
 BACKPORTS_PINNED=(libvirt0 libvirt-common libvirt-clients libvirt-daemon libvirt-daemon-common libvirt-daemon-log
@@ -40,7 +41,7 @@ PACKAGES=(kmod busybox-static cpio xz-utils zstd python3 ca-certificates systemd
     libpulse-dev alsa-utils pulseaudio pulseaudio-utils sox python3-numpy gstreamer1.0-plugins-base
     libusb-1.0-0-dev libusbredirhost-dev libusbredirparser-dev
     ovmf fdisk dosfstools mtools syslinux syslinux-common systemd-boot-efi isolinux xorriso dpkg-dev spice-vdagent
-    libseccomp-dev)
+    libseccomp-dev gdb)
 
 LOG_PREFIX=setup
 source "$(dirname "$0")/apt.sh"

@@ -31,7 +31,7 @@ int clinux_pidfd_open(pid_t pid) {
 
 // Only async-signal-safe calls between fork and exec.
 static void child_setup_and_exec(const char *path, char *const argv[], char *const envp[],
-                                 int in_fd, int out_fd, int err_fd,
+                                 int in_fd, int out_fd, int err_fd, const int *inherit, int inherit_count,
                                  int detach_mode, int die_with_parent, pid_t parent) {
     if (die_with_parent) {
         if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) _exit(127);
@@ -49,30 +49,43 @@ static void child_setup_and_exec(const char *path, char *const argv[], char *con
         signal(sig, SIG_DFL);
     }
 
-    int fds[3] = {in_fd, out_fd, err_fd};
-    // Move the sources above 2 first so that dup2 into 0..2 cannot clobber one.
-    for (int i = 0; i < 3; i++) {
-        if (fds[i] >= 0 && fds[i] <= 2) {
-            int moved = fcntl(fds[i], F_DUPFD, 3);
+    // Targets 0..2 (stdio) and 3..3+inherit_count-1. Every source is first moved above
+    // all targets, so that no dup2 below can clobber a source not yet placed.
+    enum { MAX = 3 + CLINUX_MAX_INHERIT };
+    int sources[MAX];
+    int count = 3 + (inherit_count < 0 ? 0 : inherit_count > CLINUX_MAX_INHERIT ? CLINUX_MAX_INHERIT : inherit_count);
+    sources[0] = in_fd;
+    sources[1] = out_fd;
+    sources[2] = err_fd;
+    for (int i = 3; i < count; i++) sources[i] = inherit[i - 3];
+    for (int i = 0; i < count; i++) {
+        if (sources[i] >= 0 && sources[i] < count) {
+            int moved = fcntl(sources[i], F_DUPFD, count);
             if (moved < 0) _exit(127);
-            fds[i] = moved;
+            sources[i] = moved;
         }
     }
-    for (int i = 0; i < 3; i++) {
-        if (fds[i] >= 0 && dup2(fds[i], i) < 0) _exit(127);
+    for (int i = 0; i < count; i++) {
+        if (sources[i] >= 0 && dup2(sources[i], i) < 0) _exit(127);  // dup2 clears FD_CLOEXEC
+        if (sources[i] < 0 && i >= 3) _exit(127);
     }
-    syscall(SYS_close_range, 3, ~0U, 0);
+    syscall(SYS_close_range, count, ~0U, 0);
     execve(path, argv, envp);
     _exit(127);
 }
 
 pid_t clinux_spawn(const char *path, char *const argv[], char *const envp[],
                    int stdin_fd, int stdout_fd, int stderr_fd,
+                   const int *inherit_fds, int inherit_count,
                    int detach_mode, int die_with_parent) {
+    if (inherit_count > CLINUX_MAX_INHERIT) {
+        errno = EINVAL;
+        return -1;
+    }
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid == 0) {
-        child_setup_and_exec(path, argv, envp, stdin_fd, stdout_fd, stderr_fd,
+        child_setup_and_exec(path, argv, envp, stdin_fd, stdout_fd, stderr_fd, inherit_fds, inherit_count,
                              detach_mode, die_with_parent, parent);
     }
     return pid;

@@ -15,7 +15,7 @@ struct HostVMMCommand: ParsableCommand {
             """,
         subcommands: [
             UpCommand.self, StatusCommand.self, PingCommand.self, AgentCommand.self, ShutdownCommand.self,
-            EventsCommand.self, DownCommand.self, ConsoleCommand.self, BalloonCommand.self, CrashesCommand.self,
+            EventsCommand.self, DownCommand.self, ConsoleCommand.self, BalloonCommand.self, CrashesCommand.self, VMCoreCommand.self,
             SpiceCommand.self, LockCommand.self, InputCommand.self, DisplayCommand.self, AudioCommand.self, USBCommand.self,
             ImageCommand.self, DefineCommand.self, UndefineCommand.self, ListCommand.self,
         ]

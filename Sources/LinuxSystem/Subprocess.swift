@@ -33,12 +33,13 @@ public enum Subprocess {
         case session = 2
     }
 
-    /// Forks and execs. `stdio` fds of -1 inherit the parent's. With
+    /// Forks and execs. `stdio` fds of -1 inherit the parent's; `inherit[i]` is
+    /// fd 3 + i in the child (every other fd is closed there). With
     /// `dieWithParent` the child is killed when the calling *thread* exits, so
     /// call it from a thread that lives as long as the process (the event loop).
     public static func spawn(
         _ argv: [String], environment: [String]? = nil, stdin: Int32 = -1, stdout: Int32 = -1, stderr: Int32 = -1,
-        detach: Detach = .none, dieWithParent: Bool = false
+        inherit: [Int32] = [], detach: Detach = .none, dieWithParent: Bool = false
     ) throws(SystemError) -> pid_t {
         let env = environment ?? currentEnvironment()
         let cArgs = argv.map { strdup($0) } + [nil]
@@ -50,8 +51,10 @@ public enum Subprocess {
         let path = resolve(argv[0], environment: env)
         let pid = cArgs.withUnsafeBufferPointer { a in
             cEnv.withUnsafeBufferPointer { e in
-                clinux_spawn(path, a.baseAddress, e.baseAddress, stdin, stdout, stderr, detach.rawValue,
-                             dieWithParent ? 1 : 0)
+                inherit.withUnsafeBufferPointer { fds in
+                    clinux_spawn(path, a.baseAddress, e.baseAddress, stdin, stdout, stderr, fds.baseAddress,
+                                 Int32(fds.count), detach.rawValue, dieWithParent ? 1 : 0)
+                }
             }
         }
         guard pid > 0 else { throw SystemError("fork", argv[0]) }

@@ -10,6 +10,16 @@ public struct ELFCore: Sendable, Equatable {
     /// Sum of PT_LOAD p_memsz: the guest memory the dump covers.
     public var loadBytes: UInt64
     public var noteSegments: Int
+    /// Where the first PT_NOTE's bytes lie in the file (offset, size), if there is one.
+    public var notes: (offset: UInt64, size: UInt64)?
+    /// Each PT_LOAD: guest-physical address, file offset and size in the file.
+    public var loads: [(physical: UInt64, offset: UInt64, size: UInt64)] = []
+
+    public static func == (a: ELFCore, b: ELFCore) -> Bool {
+        a.machine == b.machine && a.loadSegments == b.loadSegments && a.loadBytes == b.loadBytes
+            && a.noteSegments == b.noteSegments && a.notes?.offset == b.notes?.offset && a.notes?.size == b.notes?.size
+            && a.loads.elementsEqual(b.loads, by: { $0 == $1 })
+    }
 
     static let ET_CORE: UInt16 = 4
     static let PT_LOAD: UInt32 = 1
@@ -28,12 +38,16 @@ public struct ELFCore: Sendable, Equatable {
         var core = ELFCore(machine: machine, loadSegments: 0, loadBytes: 0, noteSegments: 0)
         for i in 0..<Int(phnum) {
             let o = base + i * Int(phentsize)
-            guard let type = u32(o), let memsz = u64(o + 40) else { return nil }
+            guard let type = u32(o), let offset = u64(o + 8), let paddr = u64(o + 24), let filesz = u64(o + 32),
+                  let memsz = u64(o + 40)
+            else { return nil }
             if type == PT_LOAD {
                 core.loadSegments += 1
                 core.loadBytes += memsz
+                core.loads.append((paddr, offset, filesz))
             } else if type == PT_NOTE {
                 core.noteSegments += 1
+                if core.notes == nil { core.notes = (offset, filesz) }
             }
         }
         return core

@@ -3,12 +3,14 @@ import Foundation
 import LinuxSystem
 import Testing
 import pvpanic
+import TestSupport
 
 /// Real kernel panics in the real guest (sysrq 'c' through guest-exec), caught
 /// through pvpanic and QMP, with the bundle checked file by file.
 @Suite(.serialized, .timeLimit(.minutes(30))) struct PanicEndToEndTests {
     @Test func restartPolicyCapturesBundlesAndStopsACrashLoop() throws {
         let vm = try BootedVM(name: "e2e-panic", options: ["--keep-crashes", "2"])
+        let banner = try Self.bannerAddress(vm)
         try vm.crashGuest()
         #expect(vm.waitForOccurrence("\"crash-captured\"", count: 1, timeout: 120), "\(vm.up.transcript)")
 
@@ -28,6 +30,15 @@ import pvpanic
         let core = try #require(ELFCore.parse(header), "vmcore is not an ELF core")
         #expect(core.machine == 62)
         #expect(core.loadBytes >= 512 << 20, "PT_LOAD covers \(core.loadBytes) bytes of a 512 MiB guest")
+        // Written by hostvmm from its guest RAM memfd, sparse (issue #17)...
+        let vmcore = bundle.event?["vmcore"]
+        #expect(vmcore?["method"] == .string("guest-memory"), "\(String(describing: vmcore))")
+        let allocated = try #require(vmcore?["allocated-bytes"]?.int64Value)
+        #expect(allocated < 512 << 20 / 2, "a freshly booted guest touched little of its RAM: \(allocated) bytes on disk")
+        // ...and gdb reads the running kernel's linux_banner from it at its physical address.
+        let gdb = try runCommand("/usr/bin/gdb", ["-batch", "-nx", "-c", "\(bundle.path)/vmcore",
+                                                  "-ex", "x/s 0x\(String(banner.physical, radix: 16))"])
+        #expect(gdb.output.contains(String(banner.version.prefix(60))), "gdb: \(gdb.output)\nexpected \(banner.version)")
         let crashEvent = try #require(vm.events(named: "crash-captured").first)
         #expect(crashEvent["data"]?["summary"] == .string("Kernel panic - not syncing: sysrq triggered crash"))
 
@@ -46,6 +57,25 @@ import pvpanic
         // hostvmm itself never goes down with its guest.
         #expect(try vm.cli(["down", vm.name]).status == 0)
         #expect(vm.upExitCode() == 0)
+    }
+
+    /// Where the guest kernel's linux_banner lies in guest-physical memory, and the text it
+    /// holds (/proc/version): its virtual address (kallsyms) less _text's, from the physical
+    /// start of "Kernel code" (/proc/iomem). KASLR moves both per boot; the image is contiguous.
+    static func bannerAddress(_ vm: BootedVM) throws -> (physical: UInt64, version: String) {
+        let r = try vm.guestRun("grep -w -e linux_banner -e _text /proc/kallsyms; grep 'Kernel code' /proc/iomem; cat /proc/version")
+        var text: UInt64?, banner: UInt64?, start: UInt64?, version: String?
+        for line in r.output.split(separator: "\n").map(String.init) {
+            let words = line.split(separator: " ").map(String.init)
+            if words.count == 3, words[2] == "_text" { text = UInt64(words[0], radix: 16) }
+            if words.count == 3, words[2] == "linux_banner" { banner = UInt64(words[0], radix: 16) }
+            if line.hasSuffix(": Kernel code") { start = UInt64(words[0].split(separator: "-")[0], radix: 16) }
+            if line.hasPrefix("Linux version ") { version = line }
+        }
+        guard let text, let banner, let start, let version, banner > text else {
+            throw TestFailure("no kernel addresses in the guest: \(r.output)")
+        }
+        return (start + (banner - text), version)
     }
 
     @Test func pausePolicyWithoutVmcore() throws {

@@ -28,14 +28,18 @@ int clinux_pidfd_open(pid_t pid);
 
 /// Forks and execs `path` with `argv`/`envp`.
 /// In the child: stdin/stdout/stderr become the given fds (-1 keeps the
-/// parent's), every other fd is closed, the signal mask and dispositions are
+/// parent's), `inherit_fds[i]` becomes fd 3 + i (at most CLINUX_MAX_INHERIT: guest
+/// RAM handed to QEMU), every other fd is closed, the signal mask and dispositions are
 /// reset, the child gets its own process group or session per `detach_mode`
 /// (so a terminal's Ctrl-C reaches only the parent), and with `die_with_parent`
 /// it receives SIGKILL when the forking *thread* exits (PR_SET_PDEATHSIG).
 /// Returns the pid, or -1 with errno set. If exec fails the child exits 127.
 pid_t clinux_spawn(const char *path, char *const argv[], char *const envp[],
                    int stdin_fd, int stdout_fd, int stderr_fd,
+                   const int *inherit_fds, int inherit_count,
                    int detach_mode, int die_with_parent);
+
+enum { CLINUX_MAX_INHERIT = 8 };
 
 /// The most descriptors one clinux_recv_with_fds call accepts (vhost-user sends at most 8).
 enum { CLINUX_MAX_FDS = 16 };

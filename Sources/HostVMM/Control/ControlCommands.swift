@@ -31,6 +31,7 @@ enum ControlCommands {
         "input-send": { vm, args, done in vm.inputSend(args, done) },
         "input-debug-corrupt": { vm, args, done in vm.inputDebugCorrupt(args, done) },
         "sandbox-probe": { vm, _, done in vm.sandboxProbe(done) },
+        "vmcore": { vm, args, done in vm.vmcoreCommand(args, done) },
         "quit": { vm, _, done in
             vm.forceStop()
             done(.success(.object([:])))

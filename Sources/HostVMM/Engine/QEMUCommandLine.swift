@@ -38,7 +38,9 @@ public enum QEMUCommandLine {
     /// A person's path inside a QEMU option value: a comma ends the value unless doubled.
     static func qemuValue(_ text: String) -> String { text.replacingOccurrences(of: ",", with: ",,") }
 
-    public static func arguments(config: VMConfig, state: StateDirectory) -> [String] {
+    /// `guestRAMFD`: the descriptor number under which QEMU inherits hostvmm's guest RAM
+    /// memfd (GuestRAM); without one QEMU makes its own memfd (the command line tests).
+    public static func arguments(config: VMConfig, state: StateDirectory, guestRAMFD: Int32? = nil) -> [String] {
         let memMiB = config.memoryBytes >> 20
         var args = [
             config.qemuPath,
@@ -48,7 +50,8 @@ public enum QEMUCommandLine {
             // nobody watches QEMU's own copy of the screen.
             "-display", config.display && config.displayConsole ? "dbus,p2p=yes" : "none",
             "-machine", "q35,memory-backend=ram0",
-            "-object", "memory-backend-memfd,id=ram0,size=\(memMiB)M,share=on",
+            "-object", guestRAMFD.map { "memory-backend-file,id=ram0,size=\(memMiB)M,mem-path=/proc/self/fd/\($0),share=on" }
+                ?? "memory-backend-memfd,id=ram0,size=\(memMiB)M,share=on",
             "-m", "\(memMiB)M",
             "-smp", "\(config.cpus)",
         ]

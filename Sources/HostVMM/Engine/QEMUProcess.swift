@@ -13,11 +13,13 @@ final class QEMUProcess {
     private var watch: WatchHandle?
     private(set) var exitStatus: ExitStatus?
 
-    init(arguments: [String], logFD: Int32, loop: EventLoop, onExit: @escaping (ExitStatus) -> Void) throws(SystemError) {
+    /// `inherit[i]` is QEMU's fd 3 + i (guest RAM).
+    init(arguments: [String], logFD: Int32, inherit: [Int32] = [], loop: EventLoop,
+         onExit: @escaping (ExitStatus) -> Void) throws(SystemError) {
         self.loop = loop
         let devNull = open("/dev/null", O_RDONLY | O_CLOEXEC)
         defer { close(devNull) }
-        pid = try Subprocess.spawn(arguments, stdin: devNull, stdout: logFD, stderr: logFD,
+        pid = try Subprocess.spawn(arguments, stdin: devNull, stdout: logFD, stderr: logFD, inherit: inherit,
                                    detach: .processGroup, dieWithParent: true)
         exitFD = try Subprocess.exitDescriptor(pid)
         watch = try loop.watch(fd: exitFD, events: .read) { [unowned self] _ in

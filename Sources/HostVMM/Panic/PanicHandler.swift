@@ -35,9 +35,6 @@ final class PanicHandler {
     /// The most recent bundle, for status.
     private(set) var lastBundle: String?
 
-    /// Bound for QEMU writing the vmcore (a 512 MiB guest takes about a second here).
-    static let dumpTimeoutMs: UInt64 = 300_000
-
     private struct Capture {
         var bundle: String
         var event: PanicEvent
@@ -46,7 +43,6 @@ final class PanicHandler {
         var summary: String?
         var registers: String = ""
         var vmcore: JSONObject = [:]
-        var timer: TimerHandle?
         /// What could not be written (a full disk): the bundle says so and the event is crash-capture-failed.
         var errors: [String] = []
     }
@@ -71,7 +67,7 @@ final class PanicHandler {
     /// Routes the QMP events that concern panics; false for the others.
     func handle(_ event: QMPEvent) -> Bool {
         if event.name == "DUMP_COMPLETED" {
-            dumpCompleted(event.data)
+            vm.vmcoreDump?.qemuDumpCompleted(event.data)
             return true
         }
         guard let panic = PanicEvent.decode(qmpEvent: event.name, data: event.data) else { return false }
@@ -115,8 +111,9 @@ final class PanicHandler {
         }
     }
 
-    /// dump-guest-memory in the background (detach) so QMP stays responsive;
-    /// DUMP_COMPLETED ends it. A crash-loaded guest runs on, so no dump then.
+    /// The vmcore (VMCoreDump: from hostvmm's copy of guest RAM for ELF, else QEMU's
+    /// dump-guest-memory), written while QMP and the control socket keep serving. A
+    /// crash-loaded guest runs on, so no dump then.
     private func dumpMemory() {
         guard let c = capture else { return }
         guard settings.vmcore != .none, case .panicked = c.event else {
@@ -124,42 +121,23 @@ final class PanicHandler {
             finish()
             return
         }
-        var args: JSONObject = ["paging": false, "protocol": .string("file:\(c.bundle)/vmcore"), "detach": true]
-        if settings.vmcore == .kdump { args["format"] = .string(VMCoreFormat.kdump.rawValue) }
-        capture!.timer = vm.loop.schedule(afterMilliseconds: Self.dumpTimeoutMs) { [weak self] in
-            self?.vmcoreFailed("timed out")
+        let method = vm.defaultVMCoreMethod(for: settings.vmcore)
+        vm.dumpVMCore(path: "\(c.bundle)/vmcore", method: method, format: settings.vmcore) { [weak self] result in
+            guard let self, self.capture != nil else { return }
+            switch result {
+            case .success(let info): self.capture!.vmcore = info
+            case .failure(let e):
+                // A full disk ("No space left on device"): nothing half-written stays behind.
+                self.capture!.vmcore = ["format": .string(self.settings.vmcore.rawValue), "method": .string(method.rawValue),
+                                        "error": .string(e.description)]
+                self.capture!.errors.append("vmcore: \(e)")
+            }
+            self.finish()
         }
-        vm.qmp?.execute("dump-guest-memory", arguments: args) { [weak self] result in
-            if case .failure(let e) = result { self?.vmcoreFailed(e.description) }
-        }
-    }
-
-    /// QEMU could not write the vmcore (a full disk: "No space left on device"): what it
-    /// wrote is removed, so neither a truncated core nor the space it holds stays behind.
-    private func vmcoreFailed(_ error: String) {
-        guard let c = capture else { return }
-        unlink("\(c.bundle)/vmcore")
-        capture!.vmcore = ["format": .string(settings.vmcore.rawValue), "error": .string(error)]
-        capture!.errors.append("vmcore: \(error)")
-        finish()
-    }
-
-    private func dumpCompleted(_ data: JSONObject) {
-        guard let c = capture else { return }
-        if let error = data["error"]?.stringValue { return vmcoreFailed(error) }
-        var info: JSONObject = ["format": .string(settings.vmcore.rawValue)]
-        let path = "\(c.bundle)/vmcore"
-        chmod(path, 0o600)
-        if let attributes = try? FileManager.default.attributesOfItem(atPath: path), let size = attributes[.size] as? Int {
-            info["bytes"] = .int(Int64(size))
-        }
-        capture!.vmcore = info
-        finish()
     }
 
     private func finish() {
         guard let c = capture else { return }
-        vm.loop.cancel(c.timer)
         let action = apply(c.event, bundle: c.bundle)
         let seconds = Double(EventLoop.now() - c.started) / 1000
         var event: JSONObject = [

@@ -21,6 +21,10 @@ public final class VirtualMachine {
     var phase = Phase.starting
     private(set) var qmp: QMPClient?
     private(set) var qemu: QEMUProcess?
+    /// The guest's RAM, which hostvmm creates and QEMU inherits (GuestRAM).
+    private(set) var guestRAM: GuestRAM?
+    /// The vmcore being written, if any (VirtualMachine+VMCore).
+    var vmcoreDump: VMCoreDump?
     private var listeners: [Listener] = []
     private var spiceAgentFD: Int32?
     private var spiceAgentWatch: WatchHandle?
@@ -119,9 +123,11 @@ public final class VirtualMachine {
             onLog("root disk: \(state.diskOverlay), a copy-on-write overlay of \(disk)")
         }
         try prepareDisks()
+        let ram = try GuestRAM(bytes: config.memoryBytes, vmName: config.name)
+        guestRAM = ram
         launchTime = EventLoop.now()
-        let args = QEMUCommandLine.arguments(config: config, state: state)
-        qemu = try QEMUProcess(arguments: args, logFD: logFD, loop: loop) { [unowned self] status in
+        let args = QEMUCommandLine.arguments(config: config, state: state, guestRAMFD: GuestRAM.childFD)
+        qemu = try QEMUProcess(arguments: args, logFD: logFD, inherit: [ram.fd], loop: loop) { [unowned self] status in
             self.qemuExited(status)
         }
         onLog("QEMU started (pid \(qemu!.pid)); console: \(state.consoleLog)")
