@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 
 /// Builds guest-agent for the guest: release, a fully static executable (Swift
 /// runtime and glibc linked in: it runs on any Linux guest, needs no libraries
@@ -53,14 +54,50 @@ public struct AgentBuild {
         } else {
             log("building guest-agent: no \(order), so its hot functions are not placed together (more resident memory)")
         }
+        // Every `up` comes through here: a SwiftPM run that finds nothing to do still costs
+        // about 2.5 s (issue #17), so a binary newer than every input, built with these
+        // arguments, is used as it is.
+        let path = "\(root)/.build-guest/release/guest-agent"
+        let stamp = "\(root)/.build-guest/guest-agent.arguments"
+        let recipe = args.joined(separator: "\n")
+        if let built = Self.modificationTime(path), (try? String(contentsOfFile: stamp, encoding: .utf8)) == recipe,
+           Self.newestInput(root: root) < built
+        {
+            return path
+        }
         log("building guest-agent: swift build -c release --static-swift-stdlib -Xswiftc -static-executable (scratch .build-guest)")
         _ = try runTool(args, in: root)
-        let binDir = try runTool(args + ["--show-bin-path"], in: root).trimmingCharacters(in: .whitespacesAndNewlines)
-        let path = "\(binDir)/guest-agent"
         guard FileManager.default.isExecutableFile(atPath: path) else {
             throw .commandFailed("swift build reported success but \(path) is missing")
         }
+        try? recipe.write(toFile: stamp, atomically: true, encoding: .utf8)
         return path
+    }
+
+    /// What the agent is built from: the manifest, the link order and its targets' sources.
+    static let inputs = ["Package.swift", "scripts/guest-agent.order", "Sources/GuestAgent", "Sources/AgentProtocol",
+                         "Sources/LinuxSystem", "Sources/CLinuxSupport", "Sources/CX11", "Sources/CCrypt"]
+
+    static func modificationTime(_ path: String) -> Double? {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return nil }
+        return Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9
+    }
+
+    /// The newest modification time among the inputs (directories walked); a missing
+    /// input counts as new, so the build runs and says what is wrong.
+    static func newestInput(root: String) -> Double {
+        var newest = 0.0
+        for input in inputs {
+            let top = "\(root)/\(input)"
+            guard let t = modificationTime(top) else { return .infinity }
+            newest = max(newest, t)
+            guard let walker = FileManager.default.enumerator(atPath: top) else { continue }
+            for case let relative as String in walker {
+                newest = max(newest, modificationTime("\(top)/\(relative)") ?? .infinity)
+            }
+        }
+        return newest
     }
 
     /// The shared libraries an agent binary needs at run time, with the

@@ -179,8 +179,7 @@ public struct ImageBuilder {
 
     private func cacheKey(files: [String], kernel: KernelPackage) throws -> String {
         let sha = try HostTool.sha256sum.locate()
-        let sums = try runTool([sha] + files)
-            .split(separator: "\n").map { $0.split(separator: " ").first.map(String.init) ?? "" }
+        let sums = try DigestCache(path: "\(cacheDir)/input-digests.txt").sums(files)
         let description = ([Self.layoutVersion, kernel.packageName] + sums + GuestInitFiles.modules + ["display:"]
             + GuestInitFiles.displayModules + ["sound:"] + GuestInitFiles.soundModules + ["usb:"] + GuestInitFiles.usbModules + ["disk:"] + GuestInitFiles.diskModules
             + [GuestInitFiles.asoundConf, GuestInitFiles.inittab, GuestInitFiles.rcS, GuestInitFiles.rcK, GuestInitFiles.powerButton,

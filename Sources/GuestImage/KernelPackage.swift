@@ -13,9 +13,22 @@ struct KernelPackage {
     /// once. Without apt lists (offline), the newest .deb already cached is used.
     static func fetch(cacheDir: String, log: (String) -> Void) throws(ImageBuildError) -> KernelPackage {
         try? FileManager.default.createDirectory(atPath: cacheDir, withIntermediateDirectories: true)
+        // apt-cache search costs half a second of every `up`: its answer is kept until apt's
+        // lists change (apt-get update renames files into the directory, so its mtime moves).
+        let stamp = "\(cacheDir)/newest-kernel.txt"
+        let lists = DigestCache.identity("/var/lib/apt/lists") ?? "none"
+        if let remembered = try? String(contentsOfFile: stamp, encoding: .utf8),
+           case let lines = remembered.split(separator: "\n").map(String.init), lines.count == 2, lines[0] == lists,
+           let cached = cachedDebs(in: cacheDir).first(where: { $0.packageName == lines[1] })
+        {
+            return cached
+        }
         let aptCache = try HostTool.aptCache.locate()
         let listing = (try? runTool([aptCache, "search", "--names-only", namePattern])) ?? ""
         let names = listing.split(separator: "\n").compactMap { $0.split(separator: " ").first.map(String.init) }
+        if let newest = names.max(by: { versionKey($0) < versionKey($1) }) {
+            try? "\(lists)\n\(newest)".write(toFile: stamp, atomically: true, encoding: .utf8)
+        }
         guard let newest = names.max(by: { versionKey($0) < versionKey($1) }) else {
             if let cached = cachedDebs(in: cacheDir).last {
                 log("apt lists have no 6.12 kernel; using the cached \(cached.packageName)")
