@@ -34,7 +34,8 @@ public struct AgentBuild {
         throw .noSourceTree
     }
 
-    public func build() throws(ImageBuildError) -> String {
+    /// `force`: run swift build even when the binary looks current (`image build --force`).
+    public func build(force: Bool = false) throws(ImageBuildError) -> String {
         let root = try packageRoot()
         let swift = ProcessInfo.processInfo.environment["SWIFT_EXEC_PATH"] ?? "/opt/swift/usr/bin/swift"
         let swiftPath = FileManager.default.isExecutableFile(atPath: swift) ? swift : "/usr/bin/swift"
@@ -60,7 +61,7 @@ public struct AgentBuild {
         let path = "\(root)/.build-guest/release/guest-agent"
         let stamp = "\(root)/.build-guest/guest-agent.arguments"
         let recipe = args.joined(separator: "\n")
-        if let built = Self.modificationTime(path), (try? String(contentsOfFile: stamp, encoding: .utf8)) == recipe,
+        if !force, let built = Self.modificationTime(path), (try? String(contentsOfFile: stamp, encoding: .utf8)) == recipe,
            Self.newestInput(root: root) < built
         {
             return path

@@ -57,7 +57,7 @@ public struct DesktopImageBuilder {
         if (try? runTool([try HostTool.ldd.locate(), busybox])) != nil { throw ImageBuildError.notStaticBusybox(busybox) }
 
         progress("guest-agent")
-        let agent = try agentPath ?? AgentBuild(sourceDir: sourceDir, log: log).build()
+        let agent = try agentPath ?? AgentBuild(sourceDir: sourceDir, log: log).build(force: force)
         // The rootfs has Debian's glibc, so a glibc-dynamic agent would run;
         // one that needs the Swift runtime would not.
         _ = try AgentBuild.sharedLibraries(of: agent)

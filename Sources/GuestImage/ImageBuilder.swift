@@ -54,7 +54,7 @@ public struct ImageBuilder {
         if (try? runTool([try HostTool.ldd.locate(), busybox])) != nil { throw ImageBuildError.notStaticBusybox(busybox) }
 
         progress("guest-agent")
-        let agent = try agentPath ?? AgentBuild(sourceDir: sourceDir, log: log).build()
+        let agent = try agentPath ?? AgentBuild(sourceDir: sourceDir, log: log).build(force: force)
         let agentLibraries = try AgentBuild.sharedLibraries(of: agent)
         // aplay/arecord for the sound device, with the loader and libraries they link.
         let aplay = try HostTool.aplay.locate()

@@ -88,6 +88,25 @@ import TestSupport
         #expect(try vm.status()["state"] == .string("paused"))
         let listing = try vm.cli(["crashes", vm.name])
         #expect(listing.output.contains("sysrq triggered crash"))
+
+        // `hostvmm vmcore` of the frozen guest, both ways (issue #17): the same RAM, ours
+        // sparse; the guest stays paused; an existing file is never replaced.
+        var cores: [String: JSONValue] = [:]
+        for method in ["guest-memory", "dump-guest-memory"] {
+            let path = "\(vm.stateDir)/\(method).core"
+            let r = try vm.cli(["vmcore", vm.name, "--method", method, "-o", path, "--json"])
+            let info = try #require(try? JSONParser.parse(r.output), "vmcore --method \(method): \(r.output)")
+            #expect(info["method"] == .string(method) && info["format"] == .string("elf") && info["path"] == .string(path))
+            let header = Array(try #require(FileHandle(forReadingAtPath: path)).readData(ofLength: 65536))
+            #expect(ELFCore.parse(header).map { $0.loadBytes >= 512 << 20 } == true, "\(method): not a 512 MiB ELF core")
+            cores[method] = info
+        }
+        let ours = try #require(cores["guest-memory"]?["allocated-bytes"]?.int64Value)
+        let theirs = try #require(cores["dump-guest-memory"]?["allocated-bytes"]?.int64Value)
+        #expect(ours * 2 < theirs, "ours takes \(ours) bytes on disk, QEMU's \(theirs)")
+        #expect(try vm.status()["state"] == .string("paused"))
+        let again = try vm.cli(["vmcore", vm.name, "-o", "\(vm.stateDir)/guest-memory.core"])
+        #expect(again.status != 0 && again.output.contains("exists"), "\(again.output)")
         _ = try vm.cli(["down", vm.name])
         #expect(vm.upExitCode() == 0)
     }
