@@ -38,7 +38,9 @@ let package = Package(
         // a fix for a crash when a client leaves during display setup, in /usr/local/lib/hostvmm;
         // without it the loader falls back to the system copy (SpiceServer.library says which).
         .target(name: "SpiceBridge", dependencies: ["CSpiceServer", "AgentProtocol", "LinuxSystem", "CLinuxSupport", "ThreadSandbox"],
-                linkerSettings: [.unsafeFlags(["-Xlinker", "-rpath", "-Xlinker", "/usr/local/lib/hostvmm"])]),
+                // $ORIGIN/../lib/hostvmm: where scripts/package.sh's .deb puts the same library.
+                linkerSettings: [.unsafeFlags(["-Xlinker", "-rpath", "-Xlinker", "/usr/local/lib/hostvmm",
+                                               "-Xlinker", "-rpath", "-Xlinker", "$ORIGIN/../lib/hostvmm"])]),
         // Guest panics: event decoding, policy, crash bundles. Knows nothing of QMP's transport.
         .target(name: "pvpanic", dependencies: ["AgentProtocol"]),
         // Guest memory, split virtqueues and the vhost-user backend (issue #7). Standard library + LinuxSystem only.

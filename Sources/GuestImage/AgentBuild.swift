@@ -36,6 +36,16 @@ public struct AgentBuild {
 
     /// `force`: run swift build even when the binary looks current (`image build --force`).
     public func build(force: Bool = false) throws(ImageBuildError) -> String {
+        // An installed hostvmm (scripts/package.sh) carries the agent it was built with and
+        // needs no Swift toolchain; a source tree named explicitly still wins.
+        let env = ProcessInfo.processInfo.environment
+        if sourceDir == nil, env["HOSTVMM_SOURCE_DIR"] == nil, let bundled = Self.bundledAgent(environment: env) {
+            guard FileManager.default.isExecutableFile(atPath: bundled) else {
+                throw .commandFailed("HOSTVMM_GUEST_AGENT=\(bundled) is not an executable file")
+            }
+            log("guest-agent: the packaged \(bundled)")
+            return bundled
+        }
         let root = try packageRoot()
         let swift = ProcessInfo.processInfo.environment["SWIFT_EXEC_PATH"] ?? "/opt/swift/usr/bin/swift"
         let swiftPath = FileManager.default.isExecutableFile(atPath: swift) ? swift : "/usr/bin/swift"
@@ -73,6 +83,16 @@ public struct AgentBuild {
         }
         try? recipe.write(toFile: stamp, atomically: true, encoding: .utf8)
         return path
+    }
+
+    /// $HOSTVMM_GUEST_AGENT, else `../lib/hostvmm/guest-agent` beside this executable
+    /// (/usr/bin/hostvmm -> /usr/lib/hostvmm/guest-agent), if it is there.
+    static func bundledAgent(environment: [String: String]) -> String? {
+        if let path = environment["HOSTVMM_GUEST_AGENT"], !path.isEmpty { return path }
+        guard let exe = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") else { return nil }
+        let prefix = URL(fileURLWithPath: exe).deletingLastPathComponent().deletingLastPathComponent()
+        let candidate = prefix.appendingPathComponent("lib/hostvmm/guest-agent").path
+        return FileManager.default.isExecutableFile(atPath: candidate) ? candidate : nil
     }
 
     /// What the agent is built from: the manifest, the link order and its targets' sources.

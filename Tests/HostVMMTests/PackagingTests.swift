@@ -1,4 +1,5 @@
 import Foundation
+import GuestImage
 import Testing
 
 /// The systemd unit and udev rule that start guest-agent like Debian's
@@ -51,5 +52,64 @@ import Testing
         let r = try runCommand("/usr/bin/systemd-analyze", ["verify", "\(dir)/hostvmm@demo.service"])
         #expect(r.status == 0, "\(r.output)")
         #expect(Self.complaints(r.output, about: "hostvmm@").isEmpty, "systemd-analyze complained: \(r.output)")
+    }
+}
+
+/// scripts/package.sh's .deb of hostvmm (issue #17): dpkg installs it, the binary loads no
+/// library from the Swift toolchain, and with the toolchain and the source tree out of
+/// reach it builds the embedded image from the agent it carries and boots a VM.
+@Suite(.serialized, .timeLimit(.minutes(20))) struct HostVMMPackageTests {
+    @Test func installsAndRunsWithoutTheToolchain() throws {
+        let work = try TestEnvironment.temporaryDirectory("deb")
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        let built = try runCommand("/bin/bash", ["\(TestEnvironment.packageRoot)/scripts/package.sh", "\(work)/out"],
+                                   timeout: 1200)
+        #expect(built.status == 0, "\(built.output.suffix(3000))")
+        // Its last line on stdout is the path; stderr's progress lines interleave in the transcript.
+        let deb = try #require(built.output.split(separator: "\n").last { $0.hasSuffix(".deb") }.map(String.init),
+                               "package.sh printed no .deb path")
+        #expect(deb.hasSuffix(".deb"), "\(built.output.suffix(2000))")
+        let depends = try runCommand("/usr/bin/dpkg-deb", ["-f", deb, "Depends"])
+        #expect(depends.output.contains("qemu-system-x86") && depends.output.contains("libpulse0"), "\(depends.output)")
+
+        // dpkg -i into a root of its own (the host's package database is left alone).
+        let root = "\(work)/root".replacingOccurrences(of: "//", with: "/")  // as /proc/self/exe shows it
+        for dir in ["var/lib/dpkg/info", "var/lib/dpkg/updates"] {
+            try FileManager.default.createDirectory(atPath: "\(root)/\(dir)", withIntermediateDirectories: true)
+        }
+        #expect(FileManager.default.createFile(atPath: "\(root)/var/lib/dpkg/status", contents: nil))
+        let installed = try runCommand("/usr/bin/dpkg", ["--root=\(root)", "--force-depends", "--log=/dev/null", "-i", deb])
+        #expect(installed.status == 0, "\(installed.output)")
+        let hostvmm = "\(root)/usr/bin/hostvmm"
+        let ldd = try runCommand("/usr/bin/ldd", [hostvmm])
+        #expect(ldd.status == 0 && !ldd.output.contains("/opt/") && !ldd.output.contains("libswift")
+                && !ldd.output.contains("Foundation"), "\(ldd.output)")
+
+        // A cache of its own, seeded with the kernel package only (no download), so the image
+        // is really built: from the packaged agent, with /opt/swift and the fixed spice-server
+        // of /usr/local hidden (the package's copy is used) and no source tree around.
+        let cache = "\(work)/cache"
+        try FileManager.default.createDirectory(atPath: "\(cache)/debs", withIntermediateDirectories: true)
+        let kernels = "\(ImageBuilder.defaultCacheDir())/debs"
+        let debs = ((try? FileManager.default.contentsOfDirectory(atPath: kernels)) ?? [])
+            .filter { $0.hasPrefix("linux-image-") && $0.hasSuffix(".deb") }.map { "\(kernels)/\($0)" }
+        try #require(!debs.isEmpty, "no cached kernel package (the image tests build one)")
+        for d in debs { try FileManager.default.copyItem(atPath: d, toPath: "\(cache)/debs/\((d as NSString).lastPathComponent)") }
+        let state = "\(work)/state"
+        let script = """
+            set -e
+            mount -t tmpfs none /opt/swift
+            mount -t tmpfs none /usr/local/lib/hostvmm
+            cd /
+            export HOSTVMM_STATE_DIR=\(state) HOSTVMM_CACHE_DIR=\(cache)
+            \(hostvmm) up --detach --name pkg --no-display --audio none --no-usb
+            \(hostvmm) ping pkg
+            \(hostvmm) down pkg
+            """
+        let run = try runCommand("/usr/bin/unshare", ["-m", "/bin/sh", "-c", script], timeout: 600)
+        #expect(run.status == 0, "\(run.output)")
+        #expect(run.output.contains("guest-agent: the packaged \(root)/usr/lib/hostvmm/guest-agent"), "\(run.output)")
+        #expect(!run.output.contains("building guest-agent"), "\(run.output)")
+        #expect(run.output.contains("packing initramfs") && run.output.contains("agent answered"), "\(run.output)")
     }
 }
