@@ -26,9 +26,6 @@ struct KernelPackage {
         let aptCache = try HostTool.aptCache.locate()
         let listing = (try? runTool([aptCache, "search", "--names-only", namePattern])) ?? ""
         let names = listing.split(separator: "\n").compactMap { $0.split(separator: " ").first.map(String.init) }
-        if let newest = names.max(by: { versionKey($0) < versionKey($1) }) {
-            try? "\(lists)\n\(newest)".write(toFile: stamp, atomically: true, encoding: .utf8)
-        }
         guard let newest = names.max(by: { versionKey($0) < versionKey($1) }) else {
             if let cached = cachedDebs(in: cacheDir).last {
                 log("apt lists have no 6.12 kernel; using the cached \(cached.packageName)")
@@ -36,6 +33,7 @@ struct KernelPackage {
             }
             throw .noKernelPackage("apt-cache search found none")
         }
+        try? "\(lists)\n\(newest)".write(toFile: stamp, atomically: true, encoding: .utf8)
         if let cached = cachedDebs(in: cacheDir).first(where: { $0.packageName == newest }) {
             return cached
         }

@@ -89,7 +89,7 @@ struct VMCoreCommand: ParsableCommand {
         commandName: "vmcore",
         abstract: "Write a vmcore of a VM's guest now (paused for the copy, then resumed).",
         discussion: """
-            An ELF core that crash and gdb read, as a crash bundle's: every vCPU's registers
+            An ELF core in the layout of QEMU's (gdb -c reads it), as a crash bundle's: every vCPU's registers
             (QEMU's notes) and all of guest RAM at its physical addresses. By default hostvmm
             copies RAM from its own memfd, sparse (untouched and zero pages stay holes);
             --method dump-guest-memory has QEMU write it instead (also for --format kdump-zlib).

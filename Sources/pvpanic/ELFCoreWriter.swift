@@ -13,7 +13,7 @@ public struct GuestMemoryRange: Sendable, Equatable {
 }
 
 /// The layout of an ELF core of guest memory as QEMU's `dump-guest-memory`
-/// (paging=false) writes it, so `crash` and `gdb` read ours as they read QEMU's
+/// (paging=false) writes it, so tools that read QEMU's read ours (gdb is tested)
 /// (issue #17): an x86-64 ET_CORE header, one PT_NOTE with QEMU's notes (CORE
 /// NT_PRSTATUS and QEMU's CPU state per vCPU, VMCOREINFO when the guest has it)
 /// first, then one PT_LOAD per RAM range with p_vaddr == p_paddr (guest-physical

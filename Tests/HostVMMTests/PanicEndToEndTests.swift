@@ -91,6 +91,9 @@ import TestSupport
 
         // `hostvmm vmcore` of the frozen guest, both ways (issue #17): the same RAM, ours
         // sparse; the guest stays paused; an existing file is never replaced.
+        // QEMU's notes go to the state directory, not beside the path given: a file there stays.
+        let neighbour = "\(vm.stateDir)/guest-memory.core.notes"
+        #expect(FileManager.default.createFile(atPath: neighbour, contents: Data("a person's file".utf8)))
         var cores: [String: JSONValue] = [:]
         for method in ["guest-memory", "dump-guest-memory"] {
             let path = "\(vm.stateDir)/\(method).core"
@@ -105,6 +108,7 @@ import TestSupport
         let theirs = try #require(cores["dump-guest-memory"]?["allocated-bytes"]?.int64Value)
         #expect(ours * 2 < theirs, "ours takes \(ours) bytes on disk, QEMU's \(theirs)")
         #expect(try vm.status()["state"] == .string("paused"))
+        #expect(try String(contentsOfFile: neighbour, encoding: .utf8) == "a person's file")
         let again = try vm.cli(["vmcore", vm.name, "-o", "\(vm.stateDir)/guest-memory.core"])
         #expect(again.status != 0 && again.output.contains("exists"), "\(again.output)")
         _ = try vm.cli(["down", vm.name])

@@ -104,21 +104,26 @@ enum GuestMemoryDump {
     }
 
     private static func writeAll(_ fd: Int32, _ bytes: [UInt8], at offset: off_t, _ path: String) throws(SystemError) {
-        let copy = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes.count, alignment: 8)
-        defer { copy.deallocate() }
-        copy.copyBytes(from: bytes)
-        try writeAll(fd, UnsafeRawBufferPointer(copy), at: offset, path)
+        let failed = bytes.withUnsafeBytes { pwriteAll(fd, $0, at: offset) }
+        if failed != 0 { throw SystemError("write", path, errno: failed) }
     }
 
     private static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: off_t, _ path: String)
         throws(SystemError)
     {
+        let failed = pwriteAll(fd, bytes, at: offset)
+        if failed != 0 { throw SystemError("write", path, errno: failed) }
+    }
+
+    /// pwrite until every byte is written; 0, or the errno that stopped it.
+    private static func pwriteAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: off_t) -> Int32 {
         var done = 0
         while done < bytes.count {
             let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, offset + off_t(done))
             if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { throw SystemError("write", path) }
+            guard n > 0 else { return n == 0 ? EIO : errno }
             done += n
         }
+        return 0
     }
 }

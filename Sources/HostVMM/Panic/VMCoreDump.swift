@@ -16,7 +16,7 @@ import pvpanic
 /// The completion gets what the bundle records (format, method, sizes, seconds)
 /// or an error text; on an error nothing is left at `path`.
 final class VMCoreDump {
-    enum Method: String, CaseIterable {
+    enum Method: String {
         case guestMemory = "guest-memory"
         case qemu = "dump-guest-memory"
     }
@@ -46,7 +46,9 @@ final class VMCoreDump {
         self.completion = completion
     }
 
-    var notesPath: String { "\(path).notes" }
+    /// QEMU's notes-only dump goes to the VM's state directory (0700), never beside a
+    /// path a client named, where it could replace a file of theirs. One dump at a time.
+    var notesPath: String { "\(vm.state.path)/vmcore-notes.elf" }
 
     func start() {
         switch method {

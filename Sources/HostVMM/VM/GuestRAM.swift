@@ -10,7 +10,6 @@ import pvpanic
 /// it needs to: a vmcore straight from RAM while QEMU holds the guest paused.
 final class GuestRAM: Sendable {
     let fd: Int32
-    let bytes: UInt64
     /// Where each part of the file sits in guest-physical space (QEMU's q35 layout).
     let ranges: [GuestMemoryRange]
 
@@ -26,7 +25,6 @@ final class GuestRAM: Sendable {
             throw error
         }
         self.fd = fd
-        self.bytes = bytes
         self.ranges = Self.q35Layout(bytes: bytes)
     }
 
